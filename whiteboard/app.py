@@ -1,0 +1,152 @@
+"""The ASGI application: routes, middleware and the lifespan that owns every long-lived part."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from whiteboard.errors import PayloadTooLarge, Throttled, WhiteboardError
+from whiteboard.fanout.base import Broker
+from whiteboard.fanout.hub import Hub
+from whiteboard.fanout.memory import MemoryBroker
+from whiteboard.routes import api, health, ws
+from whiteboard.routes.auth import Cookies
+from whiteboard.routes.requests import MAX_BODY
+from whiteboard.service import BoardService
+from whiteboard.settings import Settings
+from whiteboard.store import migrate
+from whiteboard.store.engine import open_engines
+from whiteboard.store.repository import Repository
+
+log = logging.getLogger("whiteboard")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+
+
+def make_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        from whiteboard.fanout.redis import RedisBroker  # noqa: PLC0415 - only when configured
+
+        return RedisBroker(settings.redis_url, prefix=settings.redis_prefix)
+    return MemoryBroker()
+
+
+def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer, reader = open_engines(settings.database_url)
+        await migrate.upgrade(writer)
+        the_broker = broker or make_broker(settings)
+        repo = Repository(writer, reader)
+        hub = Hub(
+            repo,
+            the_broker,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            catch_up_seconds=settings.catch_up_seconds,
+            queue_limit=settings.queue_limit,
+        )
+        app.state.settings = settings
+        app.state.writer, app.state.reader = writer, reader
+        app.state.broker = the_broker
+        app.state.hub = hub
+        app.state.service = BoardService(repo, the_broker)
+        app.state.cookies = Cookies(settings.secret_key)
+        await hub.start()
+        await the_broker.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await the_broker.stop()
+            await writer.dispose()
+            if reader is not writer:
+                await reader.dispose()
+
+    app = Starlette(
+        routes=[*health.routes, *api.routes, *ws.routes],
+        lifespan=lifespan,
+        exception_handlers={WhiteboardError: on_error, HTTPException: on_http_error, Exception: on_crash},
+        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit)],
+    )
+    return app
+
+
+def error_response(request: Request, exc: WhiteboardError) -> Response:
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(exc, Throttled):
+        headers["Retry-After"] = str(exc.retry_after)
+    return Response(orjson.dumps(exc.to_json()), exc.http_status, headers, media_type="application/json")
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WhiteboardError)
+    return error_response(request, exc)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}}
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+        return Response(orjson.dumps(body), exc.status_code, media_type="application/json")
+    return HTMLResponse(f"<!doctype html><title>{exc.status_code}</title><h1>{exc.status_code}</h1>", exc.status_code)
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = {"error": {"code": "internal", "message": "internal error; it has been logged"}}
+    return Response(orjson.dumps(body), 500, media_type="application/json")
+
+
+class BodyLimit:
+    """413 from Content-Length before anything else runs (even authentication)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+                    exc = PayloadTooLarge(f"request bodies are limited to {MAX_BODY} bytes")
+                    response = Response(orjson.dumps(exc.to_json()), 413, media_type="application/json")
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Every HTTP response: CSP without inline script, no framing, no sniffing, a referrer policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -1,0 +1,250 @@
+"""`whiteboard demo`: a made-up two-site hospital that lives.
+
+It seeds the working folder's default database once (sites, wards, ~200 beds, side rooms,
+patients with synthetic NHS numbers from the 999 range, flags, EDDs, red and green days),
+prints the URLs and an admin token, and runs a simulated patient administration system that
+admits, transfers and discharges through the real HL7 v2 feed path, plus ward staff updating
+EDDs, readiness and flags through the same service the API uses, so every screen moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import nhs_number
+import uvicorn
+from sqlalchemy import func, select
+
+from whiteboard.board.model import ALERTS
+from whiteboard.layout import load_layout, parse_layout
+from whiteboard.server import uvicorn_config
+from whiteboard.service import BoardService, PatientDetails
+from whiteboard.settings import Settings
+from whiteboard.store import accounts, migrate
+from whiteboard.store.accounts import Principal
+from whiteboard.store.engine import open_engines
+from whiteboard.store.repository import Repository
+from whiteboard.store.tables import beds, stays, wards
+
+log = logging.getLogger("whiteboard.demo")
+
+GIVEN = ["Ada", "Peter", "Mary", "Olu", "Priya", "Sean", "Grace", "Tomasz", "Aisha", "John", "Fatima", "Hugh",
+         "Nia", "Arthur", "Elsie", "Wei", "Ibrahim", "Doris", "Kofi", "Maeve", "Rhys", "Zainab", "Harold", "Joan"]
+FAMILY = ["Okafor", "Wong", "Jones", "Adeyemi", "Patel", "Murphy", "Hughes", "Nowak", "Khan", "Smith", "Ali",
+          "Evans", "Price", "Brown", "Taylor", "Chen", "Hassan", "Clarke", "Mensah", "Byrne", "Lloyd", "Begum"]
+CONSULTANTS = ["Dr A Okafor", "Dr R Shah", "Mr T Evans", "Dr L Murray", "Prof K Adebayo", "Dr S Lindqvist"]
+NURSES = ["Sam", "Jo", "Alex", "Chris", "Pat", "Robin", "Jamie", "Morgan"]
+BLOCKERS = ["awaiting OT assessment", "package of care", "awaiting echo", "social work review", ""]
+
+SITES = [
+    ("SJH", "St James's Hospital", [
+        ("AMU", "Acute Medical Unit", "Acute Medicine", 30),
+        ("J10", "Ward J10", "Respiratory", 26),
+        ("J12", "Ward J12", "Care of the Elderly", 28),
+        ("J14", "Ward J14", "Cardiology", 24),
+        ("J16", "Ward J16", "General Surgery", 24),
+    ]),
+    ("CAH", "Chapel Allerton Hospital", [
+        ("C1", "Ward C1", "Orthopaedics", 22),
+        ("C2", "Ward C2", "Rehabilitation", 22),
+        ("C3", "Ward C3", "Stroke", 20),
+        ("C4", "Ward C4", "Infectious Diseases", 16),
+    ]),
+]
+
+
+def demo_layout() -> dict[str, Any]:
+    """Bays of six, then side rooms; the infectious diseases ward has negative-pressure rooms."""
+    sites = []
+    for site_code, site_name, ward_specs in SITES:
+        ward_list = []
+        for code, name, specialty, count in ward_specs:
+            side_rooms = max(2, count // 6)
+            bed_list = []
+            for n in range(1, count + 1):
+                if n > count - side_rooms:
+                    kind = "negative_pressure" if code == "C4" else "side_room"
+                    bed_list.append({"code": f"{code}-SR-{n}", "bay": "SR", "kind": kind})
+                else:
+                    bay = f"B{(n - 1) // 6 + 1}"
+                    bed_list.append({"code": f"{code}-{bay}-{n}", "bay": bay, "kind": "bay"})
+            ward_list.append({"code": code, "name": name, "specialty": specialty, "beds": bed_list})
+        sites.append({"code": site_code, "name": site_name, "wards": ward_list})
+    return {"sites": sites}
+
+
+@dataclass
+class Simulator:
+    service: BoardService
+    rng: random.Random
+
+    @property
+    def repo(self) -> Repository:
+        return self.service.repo
+
+    def new_patient(self) -> PatientDetails:
+        number = nhs_number.generate(for_region=nhs_number.REGION_SYNTHETIC)[0]
+        age = self.rng.randint(18, 97)
+        dob = date.today() - timedelta(days=age * 365 + self.rng.randint(0, 364))
+        return PatientDetails(
+            nhs_number=number,
+            mrn=f"H{self.rng.randint(100000, 999999)}",
+            given_name=self.rng.choice(GIVEN),
+            family_name=self.rng.choice(FAMILY),
+            dob=dob.isoformat(),
+            sex=self.rng.choice(["male", "female"]),
+        )
+
+    async def free_beds(self) -> list[str]:
+        async with self.repo.reader.connect() as conn:
+            result = await conn.execute(select(beds.c.code).where(beds.c.state == "available"))
+            return [r.code for r in result]
+
+    async def open_stays(self) -> list[tuple[str, str, int]]:
+        async with self.repo.reader.connect() as conn:
+            result = await conn.execute(
+                select(stays.c.id, stays.c.patient_id, stays.c.version).where(stays.c.is_open, stays.c.bed_code.is_not(None))
+            )
+            return [(r.id, r.patient_id, r.version) for r in result]
+
+    async def admit_random(self, who: Principal, edd_days: int | None = None) -> None:
+        free = await self.free_beds()
+        if not free:
+            return
+        outcome = await self.service.admit(
+            who,
+            self.rng.choice(free),
+            self.new_patient(),
+            consultant=self.rng.choice(CONSULTANTS),
+            named_nurse=self.rng.choice(NURSES),
+            edd=(date.today() + timedelta(days=edd_days if edd_days is not None else self.rng.randint(-1, 9))).isoformat(),
+        )
+        assert outcome.stay is not None
+        await self.dress(who, outcome.stay.id, outcome.stay.version)
+
+    async def dress(self, who: Principal, stay_id: str, version: int) -> None:
+        """Give a stay what a real board shows: a day status, NEWS2, alerts, readiness."""
+        changes: dict[str, Any] = {
+            "day_status": self.rng.choice(["red", "green", "green", None]),
+            "news2": self.rng.choice([0, 0, 1, 2, 3, 5, 7]),
+            "alerts": self.rng.sample(list(ALERTS), self.rng.choice([0, 0, 1, 2])),
+            "discharge": {
+                "medically_optimised": self.rng.random() < 0.3,
+                "pathway": self.rng.choice([None, 0, 1, 2, 3]),
+                "tto_ready": self.rng.random() < 0.2,
+                "transport_booked": self.rng.random() < 0.1,
+                "home_first": self.rng.random() < 0.15,
+                "blockers": self.rng.choice(BLOCKERS),
+            },
+        }
+        outcome = await self.service.update_stay(who, stay_id, version, changes)
+        if self.rng.random() < 0.12 and outcome.stay is not None:
+            code, precaution = self.rng.choice(
+                [("MRSA", "contact"), ("CDIFF", "contact"), ("COVID19", "droplet"), ("NOROVIRUS", "contact"),
+                 ("INFLUENZA", "droplet"), ("CPE", "contact"), ("TB", "airborne")]
+            )
+            await self.service.raise_flag(
+                Principal("token", "demo-ipc", "ipc"), outcome.stay.patient.id, code,
+                self.rng.choice(["suspected", "confirmed"]), precaution,  # type: ignore[arg-type]
+            )
+
+    async def step(self) -> None:
+        """One thing happening somewhere in the hospital."""
+        who = Principal("token", "demo-ward-staff", "nurse")
+        roll = self.rng.random()
+        open_stays = await self.open_stays()
+        try:
+            if roll < 0.3 or not open_stays:
+                await self.admit_random(Principal("token", "demo-pas", "admin"))
+            elif roll < 0.5:
+                stay_id, _pid, _v = self.rng.choice(open_stays)
+                await self.service.discharge(Principal("token", "demo-pas", "admin"), stay_id)
+            elif roll < 0.6:
+                free = await self.free_beds()
+                if free:
+                    stay_id, _pid, _v = self.rng.choice(open_stays)
+                    await self.service.transfer(who, stay_id, self.rng.choice(free))
+            elif roll < 0.75:
+                await self.clean_a_bed(who)
+            else:
+                stay_id, _pid, version = self.rng.choice(open_stays)
+                await self.dress(who, stay_id, version)
+        except Exception as exc:  # a demo collision (a bed taken meanwhile) is not worth stopping for
+            log.info("demo step skipped: %s", exc)
+
+    async def clean_a_bed(self, who: Principal) -> None:
+        board_beds = []
+        async with self.repo.reader.connect() as conn:
+            result = await conn.execute(select(beds.c.code, beds.c.version).where(beds.c.state == "dirty"))
+            board_beds = [(r.code, r.version) for r in result]
+        if board_beds:
+            code, version = self.rng.choice(board_beds)
+            await self.service.update_bed(who, code, version, "available")
+
+
+async def seed(settings: Settings, rng: random.Random) -> str | None:
+    """Seed an empty database; returns a fresh admin token (None when already seeded)."""
+    writer, reader = open_engines(settings.database_url)
+    try:
+        await migrate.upgrade(writer)
+        async with reader.connect() as conn:
+            if (await conn.execute(select(func.count()).select_from(wards))).scalar():
+                return None
+        await load_layout(writer, parse_layout(demo_layout()))
+        from whiteboard.fanout.memory import MemoryBroker
+
+        sim = Simulator(BoardService(Repository(writer, reader), MemoryBroker()), rng)
+        who = Principal("token", "demo-seed", "admin")
+        total = len(await sim.free_beds())
+        for n in range(int(total * 0.82)):
+            await sim.admit_random(who, edd_days=rng.choice([-2, -1, 0, 0, 1, 1, 2, 3, 5, 8]) if n % 3 else None)
+        return await accounts.create_token(writer, f"demo-admin-{rng.randint(1000, 9999)}", "admin")
+    finally:
+        await writer.dispose()
+        await reader.dispose()
+
+
+def run_demo(settings: Settings, host: str, port: int) -> None:
+    rng = random.Random()
+    token = asyncio.run(seed(settings, rng))
+    base = f"http://{host}:{port}"
+    print("Ward whiteboard demo")
+    print(f"  wards:      {base}/api/v1/wards")
+    print(f"  live board: ws://{host}:{port}/ws/wards/J12?view=clinical")
+    print(f"  health:     {base}/readyz")
+    if token:
+        print("  admin token (shown once; `whiteboard token create` makes more):")
+        print(f"    {token}")
+    else:
+        print("  (demo database already seeded; make a token with `whiteboard token create --name me --role admin`)")
+    asyncio.run(_serve_with_simulator(settings, host, port, rng))
+
+
+async def _serve_with_simulator(settings: Settings, host: str, port: int, rng: random.Random) -> None:
+    server = uvicorn.Server(uvicorn_config(settings, host, port))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    app: Any = server.config.loaded_app
+    state = _find_state(app)
+    sim = Simulator(state.service, rng)
+    try:
+        while not serving.done():
+            await sim.step()
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+
+def _find_state(app: Any) -> Any:
+    while not hasattr(app, "state") or not hasattr(app.state, "service"):
+        app = app.app
+    return app.state

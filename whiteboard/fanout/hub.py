@@ -1,0 +1,306 @@
+"""The hub: this process's live sockets, per ward and view, and the one loop that feeds them.
+
+Each followed ward has a channel with an inbox. News from the broker, and a nudge from the
+catch-up loop whenever the store is ahead of what was sent, go through that inbox one at a
+time, so frames leave in `seq` order, each serialised once per ward and view. A gap (news
+lost or late) is filled from the event log before anything later is sent.
+
+Each socket has a bounded queue and its own writer task. A socket that cannot keep up is
+closed with 1013 and resumes with `since`; nothing grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from whiteboard.board.model import DEFAULT_PUBLIC_ALERTS
+from whiteboard.board.views import View, change_frame
+from whiteboard.fanout.base import Broker, decode_event
+from whiteboard.metrics import METRICS
+from whiteboard.store.accounts import Principal
+from whiteboard.store.repository import Repository
+from whiteboard.types import EventRecord, now_z
+
+log = logging.getLogger("whiteboard.hub")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+CLOSE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+
+
+class Sink(Protocol):
+    """The socket end of a client: what the hub needs from a WebSocket."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+def render(record: EventRecord, view: View, public_alerts: Iterable[str]) -> str:
+    frame = change_frame(record.ward, record.seq, record.at, record.payload, view, public_alerts)
+    return orjson.dumps(frame).decode()
+
+
+def heartbeat(ward: str, seq: int) -> str:
+    return orjson.dumps({"type": "heartbeat", "ward": ward, "seq": seq, "at": now_z()}).decode()
+
+
+@dataclass(eq=False)
+class Client:
+    """One open socket: its view, what it has been sent, and its bounded queue."""
+
+    ward: str
+    view: View
+    sink: Sink
+    principal: Principal
+    limit: int = 256
+    last_seq: int = 0
+    queue: asyncio.Queue[tuple[str, int, str]] = field(init=False)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int | None = None
+    close_reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.limit)
+
+    def offer(self, kind: str, seq: int, text: str) -> None:
+        """Queue a frame without waiting; a full queue ends the socket (it resumes with since)."""
+        if self.ended.is_set():
+            return
+        try:
+            self.queue.put_nowait((kind, seq, text))
+        except asyncio.QueueFull:
+            METRICS.slow_clients.inc()
+            self.end(CLOSE_TRY_AGAIN, "too slow: reconnect with since")
+
+    def end(self, code: int, reason: str) -> None:
+        if not self.ended.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.ended.set()
+
+
+class WardChannel:
+    """The news of one ward in this process: who listens, and the last seq sent to them."""
+
+    def __init__(self, hub: Hub, ward: str, last_seq: int, public_alerts: Iterable[str]) -> None:
+        self.hub = hub
+        self.ward = ward
+        self.last_seq = last_seq
+        self.public_alerts = frozenset(public_alerts)
+        self.clients: dict[str, set[Client]] = {"clinical": set(), "display": set()}
+        self.inbox: asyncio.Queue[EventRecord | None] = asyncio.Queue()  # None: catch up from the log
+        self.task = asyncio.create_task(self._run(), name=f"ward-channel-{ward}")
+
+    def empty(self) -> bool:
+        return not any(self.clients.values())
+
+    def all_clients(self) -> list[Client]:
+        return [c for group in self.clients.values() for c in group]
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.inbox.get()
+            try:
+                await self._handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store unreachable, say: the catch-up loop will try again
+                log.exception("ward %s: could not deliver news; will catch up from the log", self.ward)
+
+    async def _handle(self, item: EventRecord | None) -> None:
+        if item is not None and item.seq <= self.last_seq:
+            METRICS.duplicates_dropped.inc()
+            return
+        if item is not None and item.seq == self.last_seq + 1:
+            self.deliver(item)
+            return
+        # A gap, or a nudge: read what is missing from the log, in order.
+        until = None if item is None else item.seq
+        while True:
+            missing = await self.hub.repo.events_since(self.ward, self.last_seq, limit=500, until=until)
+            if not missing:
+                return
+            METRICS.caught_up.inc(len(missing))
+            for record in missing:
+                if record.seq == self.last_seq + 1:
+                    self.deliver(record)
+
+    def deliver(self, record: EventRecord) -> None:
+        for view, group in self.clients.items():
+            if group:
+                text = render(record, view, self.public_alerts)  # type: ignore[arg-type]
+                for client in list(group):
+                    client.offer("change", record.seq, text)
+                METRICS.frames_sent.inc(len(group))
+        self.last_seq = record.seq
+
+    def beat(self) -> None:
+        text = heartbeat(self.ward, self.last_seq)
+        for client in self.all_clients():
+            client.offer("heartbeat", self.last_seq, text)
+
+
+class Hub:
+    def __init__(
+        self,
+        repo: Repository,
+        broker: Broker,
+        *,
+        heartbeat_seconds: float = 5.0,
+        catch_up_seconds: float = 1.0,
+        queue_limit: int = 256,
+    ) -> None:
+        self.repo = repo
+        self.broker = broker
+        self.heartbeat_seconds = heartbeat_seconds
+        self.catch_up_seconds = catch_up_seconds
+        self.queue_limit = queue_limit
+        self.channels: dict[str, WardChannel] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._joining: dict[str, asyncio.Lock] = {}
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.broker.bind(self._on_news, self._on_control, self._on_reconnected)
+        self._tasks = [
+            asyncio.create_task(self._every(self.catch_up_seconds, self._catch_up), name="hub-catch-up"),
+            asyncio.create_task(self._every(self.heartbeat_seconds, self._beat), name="hub-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        for channel in self.channels.values():
+            for client in channel.all_clients():
+                client.end(CLOSE_RESTART, "server restarting")
+        for task in [*self._tasks, *(c.task for c in self.channels.values())]:
+            task.cancel()
+        for task in [*self._tasks, *(c.task for c in self.channels.values())]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.channels.clear()
+
+    # --- sockets -------------------------------------------------------------------------------
+
+    def new_client(self, ward: str, view: View, sink: Sink, principal: Principal) -> Client:
+        return Client(ward=ward, view=view, sink=sink, principal=principal, limit=self.queue_limit)
+
+    async def join(self, client: Client) -> None:
+        """Register a socket before its first frame is read, so no news falls between the two."""
+        lock = self._joining.setdefault(client.ward, asyncio.Lock())
+        async with lock:
+            channel = self.channels.get(client.ward)
+            if channel is None:
+                await self.broker.follow(client.ward)
+                board = await self.repo.board(client.ward)
+                channel = WardChannel(self, client.ward, board.seq, board.ward.public_alerts)
+                self.channels[client.ward] = channel
+            channel.clients[client.view].add(client)
+        METRICS.sockets.inc()
+
+    async def leave(self, client: Client) -> None:
+        METRICS.sockets.dec()
+        lock = self._joining.setdefault(client.ward, asyncio.Lock())
+        async with lock:
+            channel = self.channels.get(client.ward)
+            if channel is None:
+                return
+            channel.clients[client.view].discard(client)
+            if channel.empty():
+                del self.channels[client.ward]
+                channel.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await channel.task
+                with contextlib.suppress(Exception):
+                    await self.broker.unfollow(client.ward)
+
+    def public_alerts(self, ward: str) -> frozenset[str]:
+        channel = self.channels.get(ward)
+        return channel.public_alerts if channel else DEFAULT_PUBLIC_ALERTS
+
+    async def pump(self, client: Client, initial: list[tuple[int, str]], start_seq: int) -> None:
+        """The socket's writer: its first frames, then its queue, never leaving a gap in seq."""
+        for _seq, text in initial:
+            await client.sink.send_text(text)
+        client.last_seq = start_seq
+        while True:
+            kind, seq, text = await client.queue.get()
+            if kind == "heartbeat":
+                if seq < client.last_seq:
+                    text = heartbeat(client.ward, client.last_seq)
+                await client.sink.send_text(text)
+                continue
+            if seq <= client.last_seq:
+                continue
+            if seq > client.last_seq + 1:
+                await self._repair(client, seq)
+            await client.sink.send_text(text)
+            client.last_seq = seq
+
+    async def _repair(self, client: Client, upto: int) -> None:
+        missing = await self.repo.events_since(client.ward, client.last_seq, limit=upto, until=upto - 1)
+        alerts = self.public_alerts(client.ward)
+        for record in missing:
+            await client.sink.send_text(render(record, client.view, alerts))
+            client.last_seq = record.seq
+        if client.last_seq != upto - 1:
+            raise RuntimeError(f"ward {client.ward}: events {client.last_seq + 1}..{upto - 1} missing from the log")
+
+    # --- news ----------------------------------------------------------------------------------
+
+    def _on_news(self, ward: str, data: bytes) -> None:
+        channel = self.channels.get(ward)
+        if channel is not None:
+            channel.inbox.put_nowait(decode_event(data))
+
+    def publish_locally(self, record: EventRecord) -> None:
+        """Hand a just-committed record straight to this process's channel (no broker round trip)."""
+        channel = self.channels.get(record.ward)
+        if channel is not None:
+            channel.inbox.put_nowait(record)
+
+    def _on_reconnected(self) -> None:
+        for channel in self.channels.values():
+            channel.inbox.put_nowait(None)
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        kind, name = message.get("kind"), message.get("name")
+        for channel in self.channels.values():
+            for client in channel.all_clients():
+                if client.principal.kind == kind and client.principal.name == name:
+                    client.end(CLOSE_POLICY, f"{kind} {name} no longer allowed")
+
+    async def _catch_up(self) -> None:
+        if not self.channels:
+            return
+        seqs = await self.repo.ward_seqs(list(self.channels))
+        for ward, seq in seqs.items():
+            channel = self.channels.get(ward)
+            if channel is not None and seq > channel.last_seq and channel.inbox.empty():
+                channel.inbox.put_nowait(None)
+
+    async def _beat(self) -> None:
+        for channel in list(self.channels.values()):
+            channel.beat()
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not failing:  # say it once, not every tick
+                    log.exception("hub: %s failed; retrying every %.1f s", job.__name__, seconds)
+                failing = True

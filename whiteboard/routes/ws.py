@@ -1,0 +1,143 @@
+"""The live socket, /ws/wards/{ward} (DESIGN 4.3).
+
+Refusals happen at the handshake as HTTP statuses, in the contract's order: 401 credentials,
+403 Origin, 400 view/since, 403 ward or view not allowed, 404 unknown ward. Once accepted, the
+socket gets a snapshot (or the missed changes after `since`), then live changes and heartbeats
+from the hub. Clients send nothing but pings: any data message closes the socket with 1008
+(over 64 KiB the server closes it with 1009 before we see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from whiteboard.board.views import VIEWS, View, snapshot
+from whiteboard.errors import BadRequest, Forbidden, NotFound, Unauthenticated, WhiteboardError
+from whiteboard.fanout.hub import CLOSE_POLICY, Client, Hub, heartbeat, render
+from whiteboard.routes.api import may_read_ward
+from whiteboard.routes.auth import Caller, identify
+from whiteboard.routes.origin import origin_allowed
+
+log = logging.getLogger("whiteboard.ws")
+
+REPLAY_LIMIT = 1000
+
+
+class StarletteSink:
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send_text(self, data: str) -> None:
+        await self.websocket.send({"type": "websocket.send", "text": data})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code, reason)
+
+
+async def _refuse(websocket: WebSocket, error: WhiteboardError) -> None:
+    response = Response(orjson.dumps(error.to_json()), status_code=error.http_status, media_type="application/json")
+    await websocket.send_denial_response(response)
+
+
+async def _handshake(websocket: WebSocket) -> tuple[Caller, str, View, int | None]:
+    state = websocket.app.state
+    caller = await identify(websocket, state.cookies, state.reader)
+    if caller is None:
+        raise Unauthenticated("sign in, pair this display, or send Authorization: Bearer TOKEN")
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        if caller.via != "bearer":
+            raise Forbidden("an Origin header is required with cookie authentication")
+    elif not origin_allowed(websocket, origin, state.settings):
+        raise Forbidden(f"origin {origin} is not allowed")
+    default = "display" if caller.principal.role == "display" else "clinical"
+    view = websocket.query_params.get("view", default)
+    if view not in VIEWS:
+        raise BadRequest("view must be clinical or display")
+    raw_since = websocket.query_params.get("since")
+    if raw_since is not None and (not raw_since.isdigit() or len(raw_since) > 15):
+        raise BadRequest("since must be a whole number")
+    ward = websocket.path_params["ward"]
+    may_read_ward(caller, ward, view)
+    if not await state.service.repo.ward_exists(ward):
+        raise NotFound(f"ward {ward} is not known")
+    return caller, ward, view, None if raw_since is None else int(raw_since)  # type: ignore[return-value]
+
+
+async def first_frames(hub: Hub, ward: str, view: View, since: int | None) -> tuple[list[tuple[int, str]], int]:
+    """What a socket is sent before live news: the missed changes when still held, else a snapshot."""
+    repo = hub.repo
+    alerts = hub.public_alerts(ward)
+    if since is not None:
+        latest = (await repo.ward_seqs([ward])).get(ward, 0)
+        oldest = await repo.oldest_seq(ward)
+        held = since <= latest and (since == latest or (oldest is not None and oldest <= since + 1))
+        if held and latest - since <= REPLAY_LIMIT:
+            if since == latest:
+                return [(since, heartbeat(ward, since))], since
+            records = await repo.events_since(ward, since, limit=REPLAY_LIMIT, until=latest)
+            if records and records[0].seq == since + 1:
+                return [(r.seq, render(r, view, alerts)) for r in records], records[-1].seq
+    board = await repo.board(ward)
+    frame = {"type": "snapshot", "ward": ward, "seq": board.seq, "view": view, **_body(snapshot(board, view))}
+    return [(board.seq, orjson.dumps(frame).decode())], board.seq
+
+
+def _body(snap: dict[str, Any]) -> dict[str, Any]:
+    return {"beds": snap["beds"], "unplaced": snap["unplaced"]}
+
+
+async def ward_socket(websocket: WebSocket) -> None:
+    try:
+        caller, ward, view, since = await _handshake(websocket)
+    except WhiteboardError as exc:
+        await _refuse(websocket, exc)
+        return
+    hub: Hub = websocket.app.state.hub
+    await websocket.accept()
+    client = hub.new_client(ward, view, StarletteSink(websocket), caller.principal)
+    await hub.join(client)
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        initial, start = await first_frames(hub, ward, view, since)
+        tasks = [
+            asyncio.create_task(hub.pump(client, initial, start)),
+            asyncio.create_task(_listen(websocket, client)),
+            asyncio.create_task(client.ended.wait()),
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
+                log.error("ward %s socket failed: %r", ward, task.exception())
+                client.end(1011, "server error; reconnect with since")
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await hub.leave(client)
+        if client.close_code is not None:
+            await client.sink.close(client.close_code, client.close_reason)
+
+
+async def _listen(websocket: WebSocket, client: Client) -> None:
+    """Clients send nothing: a data message is a policy violation; a close ends the socket."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        client.end(1000, "")
+        client.close_code = None  # already closed by the client
+        return
+    client.end(CLOSE_POLICY, "clients send nothing but pings")
+
+
+routes = [WebSocketRoute("/ws/wards/{ward}", ward_socket)]

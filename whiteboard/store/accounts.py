@@ -1,0 +1,242 @@
+"""Who may connect: API tokens, staff users and paired wall displays.
+
+Secrets are never stored: tokens and pairing codes as SHA-256 (they are long random strings,
+so a fast hash is the right one), passwords with argon2. A `Principal` is what the shells
+carry around once a request is authenticated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from whiteboard.board.roles import ASSIGNABLE_ROLES, USER_ROLES
+from whiteboard.errors import Conflict, Invalid, NotFound
+from whiteboard.store.tables import displays, tokens, users, wards
+from whiteboard.types import iso_z, now_z, utc_now
+
+TOKEN_PREFIX = "wbt_"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,99}$")
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+PAIR_MINUTES = 10
+MIN_PASSWORD = 12
+
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a staff user, an API token or a paired display."""
+
+    kind: str  # "user" | "token" | "display"
+    name: str
+    role: str
+    ward: str | None = None  # displays only: the one ward they may read
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise Invalid(f"{kind} name: letters, digits and . _ - @ (at most 100), starting with a letter or digit")
+    return name
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+async def create_token(engine: AsyncEngine, name: str, role: str) -> str:
+    check_name("token", name)
+    if role not in ASSIGNABLE_ROLES:
+        raise Invalid(f"role: one of {', '.join(ASSIGNABLE_ROLES)}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    async with engine.begin() as conn:
+        if (await conn.execute(select(tokens.c.name).where(tokens.c.name == name))).first():
+            raise Conflict(f"a token named {name} exists already; revoke it or choose another name")
+        await conn.execute(
+            tokens.insert().values(name=name, role=role, token_hash=digest(token), created_at=now_z())
+        )
+    return token
+
+
+async def list_tokens(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(select(tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.revoked_at))
+        return [dict(r._mapping) for r in result]
+
+
+async def revoke_token(engine: AsyncEngine, name: str) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(tokens).where(tokens.c.name == name, tokens.c.revoked_at.is_(None)).values(revoked_at=now_z())
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no live token named {name}")
+
+
+async def token_principal(engine: AsyncEngine, token: str) -> Principal | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(tokens.c.name, tokens.c.role).where(
+                    tokens.c.token_hash == digest(token), tokens.c.revoked_at.is_(None)
+                )
+            )
+        ).first()
+    return None if row is None else Principal("token", row.name, row.role)
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+async def add_user(engine: AsyncEngine, username: str, role: str, password: str) -> bool:
+    """Create or reset a user (new password and role, enabled again). True when newly created."""
+    check_name("user", username)
+    if role not in USER_ROLES:
+        raise Invalid(f"role: one of {', '.join(USER_ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"password: at least {MIN_PASSWORD} characters")
+    hashed = _hasher.hash(password)
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(users.c.session_epoch).where(users.c.username == username))).first()
+        if row is None:
+            await conn.execute(
+                users.insert().values(
+                    username=username, role=role, password_hash=hashed, enabled=True, created_at=now_z(), session_epoch=0
+                )
+            )
+            return True
+        await conn.execute(
+            update(users)
+            .where(users.c.username == username)
+            .values(role=role, password_hash=hashed, enabled=True, session_epoch=row.session_epoch + 1)
+        )
+        return False
+
+
+async def disable_user(engine: AsyncEngine, username: str) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(users)
+            .where(users.c.username == username)
+            .values(enabled=False, session_epoch=users.c.session_epoch + 1)
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no user named {username}")
+
+
+async def check_password(engine: AsyncEngine, username: str, password: str) -> tuple[Principal, int] | None:
+    """The user and their session epoch when the password is right and the user enabled."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(users).where(users.c.username == username))).first()
+    if row is None:
+        _hasher.hash(password)  # spend the same time as a real check: no user enumeration by timing
+        return None
+    try:
+        _hasher.verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if not row.enabled:
+        return None
+    return Principal("user", row.username, row.role), int(row.session_epoch)
+
+
+async def user_session(engine: AsyncEngine, username: str, epoch: int) -> Principal | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(users).where(users.c.username == username))).first()
+    if row is None or not row.enabled or int(row.session_epoch) != epoch:
+        return None
+    return Principal("user", row.username, row.role)
+
+
+# --- wall displays -----------------------------------------------------------------------------
+
+
+def normalise_pair_code(code: str) -> str:
+    """Crockford base32, case-insensitive, spaces and hyphens ignored (O->0, I/L->1 as Crockford says)."""
+    cleaned = re.sub(r"[\s\-]", "", code).upper().translate(str.maketrans("OIL", "011"))
+    return cleaned
+
+
+async def add_display(engine: AsyncEngine, ward: str, name: str | None) -> tuple[str, str]:
+    """A new display for `ward`; returns (display id, one-time pairing code)."""
+    display_id = "d" + secrets.token_hex(6)
+    code = "".join(secrets.choice(CROCKFORD) for _ in range(8))
+    now = utc_now()
+    async with engine.begin() as conn:
+        if (await conn.execute(select(wards.c.code).where(wards.c.code == ward))).first() is None:
+            raise NotFound(f"ward {ward} is not known")
+        await conn.execute(
+            displays.insert().values(
+                id=display_id,
+                ward_code=ward,
+                name=name or f"{ward} wall",
+                pair_code_hash=digest(code),
+                pair_expires_at=iso_z(now + timedelta(minutes=PAIR_MINUTES)),
+                created_at=iso_z(now),
+            )
+        )
+    return display_id, code
+
+
+async def list_displays(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(select(displays).order_by(displays.c.ward_code, displays.c.created_at))
+        return [dict(r._mapping) for r in result]
+
+
+async def revoke_display(engine: AsyncEngine, display_id: str) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(displays)
+            .where(displays.c.id == display_id, displays.c.revoked_at.is_(None))
+            .values(revoked_at=now_z(), pair_code_hash=None)
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no live display with id {display_id}")
+
+
+async def pair_display(engine: AsyncEngine, code: str) -> Principal | None:
+    """Spend a pairing code: the display it names, once, within its 10 minutes."""
+    hashed = digest(normalise_pair_code(code))
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(displays).where(displays.c.pair_code_hash == hashed, displays.c.revoked_at.is_(None))
+            )
+        ).first()
+        if row is None or row.pair_expires_at < now_z():
+            return None
+        await conn.execute(
+            update(displays).where(displays.c.id == row.id).values(pair_code_hash=None, paired_at=now_z())
+        )
+    return Principal("display", row.id, "display", ward=row.ward_code)
+
+
+async def display_principal(engine: AsyncEngine, display_id: str) -> Principal | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(displays.c.id, displays.c.ward_code).where(
+                    displays.c.id == display_id, displays.c.revoked_at.is_(None), displays.c.paired_at.is_not(None)
+                )
+            )
+        ).first()
+    return None if row is None else Principal("display", row.id, "display", ward=row.ward_code)

@@ -1,0 +1,52 @@
+"""Opening the store: one async engine per process, tuned per dialect.
+
+SQLite (the embedded default) runs in WAL mode and every transaction starts with
+BEGIN IMMEDIATE, so two writers queue for the lock instead of failing half-way through.
+PostgreSQL serialises writers per ward with SELECT … FOR UPDATE on the ward row instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def open_engines(url: str, *, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEngine]:
+    """The engine writes go through and the one reads go through (the same one on PostgreSQL).
+
+    SQLite readers in WAL mode never wait for a writer, but only if their transactions are not
+    started with BEGIN IMMEDIATE, hence a second engine for them.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        writer = create_async_engine(url, connect_args={"timeout": 30})
+        reader = create_async_engine(url, connect_args={"timeout": 30})
+        _tune_sqlite(writer, "BEGIN IMMEDIATE")
+        _tune_sqlite(reader, "BEGIN")
+        return writer, reader
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return engine, engine
+
+
+def _tune_sqlite(engine: AsyncEngine, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
