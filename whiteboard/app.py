@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,7 +37,7 @@ CSP = (
 
 def make_broker(settings: Settings) -> Broker:
     if settings.redis_url:
-        from whiteboard.fanout.redis import RedisBroker  # noqa: PLC0415 - only when configured
+        from whiteboard.fanout.redis import RedisBroker
 
         return RedisBroker(settings.redis_url, prefix=settings.redis_prefix)
     return MemoryBroker()
@@ -100,7 +101,9 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}}
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
         return Response(orjson.dumps(body), exc.status_code, media_type="application/json")
-    return HTMLResponse(f"<!doctype html><title>{exc.status_code}</title><h1>{exc.status_code}</h1>", exc.status_code)
+    return HTMLResponse(
+        f"<!doctype html><title>{exc.status_code}</title><h1>{exc.status_code}</h1>", exc.status_code
+    )
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:

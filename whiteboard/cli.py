@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=cmd_db_upgrade)
 
-    layout = sub.add_parser("layout", help="sites, wards and beds").add_subparsers(dest="action", required=True)
+    layout = sub.add_parser("layout", help="sites, wards and beds").add_subparsers(
+        dest="action", required=True
+    )
     p = layout.add_parser("load", help="load (or update) a layout JSON file")
     p.add_argument("file", type=Path)
     p.set_defaults(handler=cmd_layout_load)
@@ -101,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-async def with_engine(settings: Settings, job: Callable[[Any], Awaitable[Any]], *, migrate_first: bool = True) -> Any:
+async def with_engine(
+    settings: Settings, job: Callable[[Any], Awaitable[Any]], *, migrate_first: bool = True
+) -> Any:
     from whiteboard.store import migrate
     from whiteboard.store.engine import open_engines
 

@@ -34,28 +34,82 @@ from whiteboard.store.tables import beds, stays, wards
 
 log = logging.getLogger("whiteboard.demo")
 
-GIVEN = ["Ada", "Peter", "Mary", "Olu", "Priya", "Sean", "Grace", "Tomasz", "Aisha", "John", "Fatima", "Hugh",
-         "Nia", "Arthur", "Elsie", "Wei", "Ibrahim", "Doris", "Kofi", "Maeve", "Rhys", "Zainab", "Harold", "Joan"]
-FAMILY = ["Okafor", "Wong", "Jones", "Adeyemi", "Patel", "Murphy", "Hughes", "Nowak", "Khan", "Smith", "Ali",
-          "Evans", "Price", "Brown", "Taylor", "Chen", "Hassan", "Clarke", "Mensah", "Byrne", "Lloyd", "Begum"]
+GIVEN = [
+    "Ada",
+    "Peter",
+    "Mary",
+    "Olu",
+    "Priya",
+    "Sean",
+    "Grace",
+    "Tomasz",
+    "Aisha",
+    "John",
+    "Fatima",
+    "Hugh",
+    "Nia",
+    "Arthur",
+    "Elsie",
+    "Wei",
+    "Ibrahim",
+    "Doris",
+    "Kofi",
+    "Maeve",
+    "Rhys",
+    "Zainab",
+    "Harold",
+    "Joan",
+]
+FAMILY = [
+    "Okafor",
+    "Wong",
+    "Jones",
+    "Adeyemi",
+    "Patel",
+    "Murphy",
+    "Hughes",
+    "Nowak",
+    "Khan",
+    "Smith",
+    "Ali",
+    "Evans",
+    "Price",
+    "Brown",
+    "Taylor",
+    "Chen",
+    "Hassan",
+    "Clarke",
+    "Mensah",
+    "Byrne",
+    "Lloyd",
+    "Begum",
+]
 CONSULTANTS = ["Dr A Okafor", "Dr R Shah", "Mr T Evans", "Dr L Murray", "Prof K Adebayo", "Dr S Lindqvist"]
 NURSES = ["Sam", "Jo", "Alex", "Chris", "Pat", "Robin", "Jamie", "Morgan"]
 BLOCKERS = ["awaiting OT assessment", "package of care", "awaiting echo", "social work review", ""]
 
 SITES = [
-    ("SJH", "St James's Hospital", [
-        ("AMU", "Acute Medical Unit", "Acute Medicine", 30),
-        ("J10", "Ward J10", "Respiratory", 26),
-        ("J12", "Ward J12", "Care of the Elderly", 28),
-        ("J14", "Ward J14", "Cardiology", 24),
-        ("J16", "Ward J16", "General Surgery", 24),
-    ]),
-    ("CAH", "Chapel Allerton Hospital", [
-        ("C1", "Ward C1", "Orthopaedics", 22),
-        ("C2", "Ward C2", "Rehabilitation", 22),
-        ("C3", "Ward C3", "Stroke", 20),
-        ("C4", "Ward C4", "Infectious Diseases", 16),
-    ]),
+    (
+        "SJH",
+        "St James's Hospital",
+        [
+            ("AMU", "Acute Medical Unit", "Acute Medicine", 30),
+            ("J10", "Ward J10", "Respiratory", 26),
+            ("J12", "Ward J12", "Care of the Elderly", 28),
+            ("J14", "Ward J14", "Cardiology", 24),
+            ("J16", "Ward J16", "General Surgery", 24),
+        ],
+    ),
+    (
+        "CAH",
+        "Chapel Allerton Hospital",
+        [
+            ("C1", "Ward C1", "Orthopaedics", 22),
+            ("C2", "Ward C2", "Rehabilitation", 22),
+            ("C3", "Ward C3", "Stroke", 20),
+            ("C4", "Ward C4", "Infectious Diseases", 16),
+        ],
+    ),
 ]
 
 
@@ -109,7 +163,9 @@ class Simulator:
     async def open_stays(self) -> list[tuple[str, str, int]]:
         async with self.repo.reader.connect() as conn:
             result = await conn.execute(
-                select(stays.c.id, stays.c.patient_id, stays.c.version).where(stays.c.is_open, stays.c.bed_code.is_not(None))
+                select(stays.c.id, stays.c.patient_id, stays.c.version).where(
+                    stays.c.is_open, stays.c.bed_code.is_not(None)
+                )
             )
             return [(r.id, r.patient_id, r.version) for r in result]
 
@@ -123,7 +179,9 @@ class Simulator:
             self.new_patient(),
             consultant=self.rng.choice(CONSULTANTS),
             named_nurse=self.rng.choice(NURSES),
-            edd=(date.today() + timedelta(days=edd_days if edd_days is not None else self.rng.randint(-1, 9))).isoformat(),
+            edd=(
+                date.today() + timedelta(days=edd_days if edd_days is not None else self.rng.randint(-1, 9))
+            ).isoformat(),
         )
         assert outcome.stay is not None
         await self.dress(who, outcome.stay.id, outcome.stay.version)
@@ -146,12 +204,22 @@ class Simulator:
         outcome = await self.service.update_stay(who, stay_id, version, changes)
         if self.rng.random() < 0.12 and outcome.stay is not None:
             code, precaution = self.rng.choice(
-                [("MRSA", "contact"), ("CDIFF", "contact"), ("COVID19", "droplet"), ("NOROVIRUS", "contact"),
-                 ("INFLUENZA", "droplet"), ("CPE", "contact"), ("TB", "airborne")]
+                [
+                    ("MRSA", "contact"),
+                    ("CDIFF", "contact"),
+                    ("COVID19", "droplet"),
+                    ("NOROVIRUS", "contact"),
+                    ("INFLUENZA", "droplet"),
+                    ("CPE", "contact"),
+                    ("TB", "airborne"),
+                ]
             )
             await self.service.raise_flag(
-                Principal("token", "demo-ipc", "ipc"), outcome.stay.patient.id, code,
-                self.rng.choice(["suspected", "confirmed"]), precaution,  # type: ignore[arg-type]
+                Principal("token", "demo-ipc", "ipc"),
+                outcome.stay.patient.id,
+                code,
+                self.rng.choice(["suspected", "confirmed"]),
+                precaution,  # type: ignore[arg-type]
             )
 
     async def step(self) -> None:
@@ -203,7 +271,9 @@ async def seed(settings: Settings, rng: random.Random) -> str | None:
         who = Principal("token", "demo-seed", "admin")
         total = len(await sim.free_beds())
         for n in range(int(total * 0.82)):
-            await sim.admit_random(who, edd_days=rng.choice([-2, -1, 0, 0, 1, 1, 2, 3, 5, 8]) if n % 3 else None)
+            await sim.admit_random(
+                who, edd_days=rng.choice([-2, -1, 0, 0, 1, 1, 2, 3, 5, 8]) if n % 3 else None
+            )
         return await accounts.create_token(writer, f"demo-admin-{rng.randint(1000, 9999)}", "admin")
     finally:
         await writer.dispose()
@@ -222,7 +292,9 @@ def run_demo(settings: Settings, host: str, port: int) -> None:
         print("  admin token (shown once; `whiteboard token create` makes more):")
         print(f"    {token}")
     else:
-        print("  (demo database already seeded; make a token with `whiteboard token create --name me --role admin`)")
+        print(
+            "  (demo database already seeded; make a token with `whiteboard token create --name me --role admin`)"
+        )
     asyncio.run(_serve_with_simulator(settings, host, port, rng))
 
 

@@ -126,7 +126,12 @@ async def load_layout(engine: AsyncEngine, layout: tuple[SiteSpec, ...]) -> dict
                 await conn.execute(sites.insert().values(code=site.code, **values))
             counts["sites"] += 1
             for ward in site.wards:
-                wv = {"site_code": site.code, "name": ward.name, "specialty": ward.specialty, "position": ward.position}
+                wv = {
+                    "site_code": site.code,
+                    "name": ward.name,
+                    "specialty": ward.specialty,
+                    "position": ward.position,
+                }
                 if ward.code in existing_wards:
                     await conn.execute(update(wards).where(wards.c.code == ward.code).values(**wv))
                 else:

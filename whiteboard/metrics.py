@@ -15,17 +15,27 @@ class Metrics:
         r = self.registry
         self.sockets = Gauge("whiteboard_sockets", "Open WebSocket connections", registry=r)
         self.frames_sent = Counter("whiteboard_frames_sent", "Change frames queued to sockets", registry=r)
-        self.slow_clients = Counter("whiteboard_slow_clients", "Sockets closed 1013 for falling behind", registry=r)
-        self.duplicates_dropped = Counter("whiteboard_duplicates_dropped", "News dropped as already sent", registry=r)
-        self.caught_up = Counter("whiteboard_caught_up_events", "Events read from the log to fill gaps", registry=r)
+        self.slow_clients = Counter(
+            "whiteboard_slow_clients", "Sockets closed 1013 for falling behind", registry=r
+        )
+        self.duplicates_dropped = Counter(
+            "whiteboard_duplicates_dropped", "News dropped as already sent", registry=r
+        )
+        self.caught_up = Counter(
+            "whiteboard_caught_up_events", "Events read from the log to fill gaps", registry=r
+        )
         self.commands = Counter(
             "whiteboard_commands", "Commands handled, by kind and result", ["kind", "result"], registry=r
         )
         self.commit_seconds = Histogram(
             "whiteboard_commit_seconds", "Time to decide and commit one command", registry=r
         )
-        self.publish_failures = Counter("whiteboard_publish_failures", "Broker publishes that failed", registry=r)
-        self.hl7_messages = Counter("whiteboard_hl7_messages", "HL7 messages by ACK code", ["ack"], registry=r)
+        self.publish_failures = Counter(
+            "whiteboard_publish_failures", "Broker publishes that failed", registry=r
+        )
+        self.hl7_messages = Counter(
+            "whiteboard_hl7_messages", "HL7 messages by ACK code", ["ack"], registry=r
+        )
 
 
 METRICS = Metrics()

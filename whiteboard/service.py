@@ -155,7 +155,9 @@ class BoardService:
 
     # --- edits --------------------------------------------------------------------------------
 
-    async def update_stay(self, who: Principal, stay_id: str, if_version: int, changes: dict[str, object]) -> Outcome:
+    async def update_stay(
+        self, who: Principal, stay_id: str, if_version: int, changes: dict[str, object]
+    ) -> Outcome:
         async def wards(conn: AsyncConnection) -> set[str]:
             return {await self.repo.open_stay_ward(conn, stay_id)}
 
@@ -197,7 +199,9 @@ class BoardService:
 
         return (await self._commit("raise_flag", who, wards, plan)).outcome
 
-    async def update_flag(self, who: Principal, flag_id: str, status: FlagStatus, if_version: int | None) -> Outcome:
+    async def update_flag(
+        self, who: Principal, flag_id: str, status: FlagStatus, if_version: int | None
+    ) -> Outcome:
         async def wards(conn: AsyncConnection) -> set[str]:
             flag = await self.repo.flag(conn, flag_id)
             open_stay = await self.repo.open_stay_of(conn, flag.patient_id)
@@ -208,6 +212,8 @@ class BoardService:
             if if_version is not None and flag.version != if_version:
                 raise StaleVersion(f"flag {flag_id} is at version {flag.version}, not {if_version}")
             open_stay = await self.repo.open_stay_of(conn, flag.patient_id)
-            return cmd.UpdateFlag(flag=flag, status=status, open_stay_id=None if open_stay is None else open_stay[0])
+            return cmd.UpdateFlag(
+                flag=flag, status=status, open_stay_id=None if open_stay is None else open_stay[0]
+            )
 
         return (await self._commit("update_flag", who, wards, plan)).outcome

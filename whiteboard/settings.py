@@ -31,7 +31,10 @@ SETTINGS: tuple[Setting, ...] = (
         "The store of record. SQLite (embedded default) or postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DB.",
         DEFAULT_DATABASE_URL,
     ),
-    Setting("WHITEBOARD_REDIS_URL", "Redis for fanout between server processes (redis://HOST:PORT/DB). Unset: in-process."),
+    Setting(
+        "WHITEBOARD_REDIS_URL",
+        "Redis for fanout between server processes (redis://HOST:PORT/DB). Unset: in-process.",
+    ),
     Setting(
         "WHITEBOARD_SECRET_KEY",
         "Signs session and display cookies. Unset: made once and kept beside the SQLite database; "
@@ -39,14 +42,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "WHITEBOARD_ALLOWED_ORIGINS",
-        "Comma-separated exact origins (scheme://host[:port]) allowed to open sockets. Unset: the server's own.",
+        "Comma-separated exact origins (scheme://host[:port]) allowed to open sockets. "
+        "Unset: the server's own.",
     ),
-    Setting("WHITEBOARD_MLLP_PORT", "TCP port for the HL7 v2 MLLP listener on the --host interface. Unset: none."),
+    Setting(
+        "WHITEBOARD_MLLP_PORT", "TCP port for the HL7 v2 MLLP listener on the --host interface. Unset: none."
+    ),
     Setting(
         "WHITEBOARD_TRUSTED_PROXIES",
         "Comma-separated proxy addresses whose X-Forwarded-For/-Proto/-Host headers are believed.",
     ),
-    Setting("WHITEBOARD_REDIS_PREFIX", "Name-space for Redis channels, so deployments can share a Redis.", "whiteboard"),
+    Setting(
+        "WHITEBOARD_REDIS_PREFIX",
+        "Name-space for Redis channels, so deployments can share a Redis.",
+        "whiteboard",
+    ),
     Setting("WHITEBOARD_LOG_LEVEL", "Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO"),
 )
 
@@ -88,7 +98,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
     secret = env.get("WHITEBOARD_SECRET_KEY") or ""
     if not secret:
         if redis_url:
-            raise SettingsError("WHITEBOARD_SECRET_KEY must be set when WHITEBOARD_REDIS_URL is (all processes share it)")
+            raise SettingsError(
+                "WHITEBOARD_SECRET_KEY must be set when WHITEBOARD_REDIS_URL is (all processes share it)"
+            )
         secret = _kept_secret(url)
     elif len(secret) < 32:
         raise SettingsError("WHITEBOARD_SECRET_KEY must be at least 32 characters")

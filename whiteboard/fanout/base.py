@@ -27,7 +27,14 @@ Reconnected = Callable[[], None]
 
 def encode_event(record: EventRecord) -> bytes:
     return orjson.dumps(
-        {"w": record.ward, "s": record.seq, "a": record.at, "u": record.actor, "t": record.type, "p": record.payload}
+        {
+            "w": record.ward,
+            "s": record.seq,
+            "a": record.at,
+            "u": record.actor,
+            "t": record.type,
+            "p": record.payload,
+        }
     )
 
 

@@ -252,7 +252,9 @@ class Hub:
             await client.sink.send_text(render(record, client.view, alerts))
             client.last_seq = record.seq
         if client.last_seq != upto - 1:
-            raise RuntimeError(f"ward {client.ward}: events {client.last_seq + 1}..{upto - 1} missing from the log")
+            raise RuntimeError(
+                f"ward {client.ward}: events {client.last_seq + 1}..{upto - 1} missing from the log"
+            )
 
     # --- news ----------------------------------------------------------------------------------
 

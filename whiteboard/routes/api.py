@@ -153,7 +153,9 @@ async def patch_stay(request: Request) -> Response:
     changes: dict[str, Any] = {k: getattr(body, k) for k in body.model_fields_set}
     if body.discharge is not None:
         changes["discharge"] = body.discharge.model_dump(exclude_unset=True)
-    outcome = await service(request).update_stay(caller.principal, request.path_params["stay"], version, changes)
+    outcome = await service(request).update_stay(
+        caller.principal, request.path_params["stay"], version, changes
+    )
     assert outcome.stay is not None
     return json_response(stay_json(outcome.stay), etag=outcome.stay.version)
 
@@ -162,7 +164,9 @@ async def patch_bed(request: Request) -> Response:
     caller = await writer(request, "edit_bed")
     version = if_match(request)
     body = parse(BedPatch, await json_body(request))
-    outcome = await service(request).update_bed(caller.principal, request.path_params["bed"], version, body.state)
+    outcome = await service(request).update_bed(
+        caller.principal, request.path_params["bed"], version, body.state
+    )
     assert outcome.bed is not None
     return json_response(bed_json(outcome.bed), etag=outcome.bed.version)
 
@@ -188,7 +192,9 @@ async def patch_flag(request: Request) -> Response:
     caller = await writer(request, "update_flag")
     version = optional_if_match(request)
     body = parse(FlagPatch, await json_body(request))
-    outcome = await service(request).update_flag(caller.principal, request.path_params["flag"], body.status, version)
+    outcome = await service(request).update_flag(
+        caller.principal, request.path_params["flag"], body.status, version
+    )
     assert outcome.flag is not None
     return json_response(flag_detail_json(outcome.flag), etag=outcome.flag.version)
 

@@ -19,7 +19,7 @@ async def healthz(_request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """503 only when the database is unreachable: a broker outage must never drain every process."""
     state = request.app.state
-    database = {"up": True}
+    database: dict[str, object] = {"up": True}
     try:
         async with state.reader.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -44,7 +44,9 @@ class StarletteSink:
 
 
 async def _refuse(websocket: WebSocket, error: WhiteboardError) -> None:
-    response = Response(orjson.dumps(error.to_json()), status_code=error.http_status, media_type="application/json")
+    response = Response(
+        orjson.dumps(error.to_json()), status_code=error.http_status, media_type="application/json"
+    )
     await websocket.send_denial_response(response)
 
 
@@ -73,7 +75,9 @@ async def _handshake(websocket: WebSocket) -> tuple[Caller, str, View, int | Non
     return caller, ward, view, None if raw_since is None else int(raw_since)  # type: ignore[return-value]
 
 
-async def first_frames(hub: Hub, ward: str, view: View, since: int | None) -> tuple[list[tuple[int, str]], int]:
+async def first_frames(
+    hub: Hub, ward: str, view: View, since: int | None
+) -> tuple[list[tuple[int, str]], int]:
     """What a socket is sent before live news: the missed changes when still held, else a snapshot."""
     repo = hub.repo
     alerts = hub.public_alerts(ward)

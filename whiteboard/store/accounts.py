@@ -24,7 +24,7 @@ from whiteboard.errors import Conflict, Invalid, NotFound
 from whiteboard.store.tables import displays, tokens, users, wards
 from whiteboard.types import iso_z, now_z, utc_now
 
-TOKEN_PREFIX = "wbt_"
+TOKEN_PREFIX = "wbt_"  # noqa: S105 - a prefix, not a secret
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,99}$")
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PAIR_MINUTES = 10
@@ -53,7 +53,9 @@ def digest(secret: str) -> str:
 
 def check_name(kind: str, name: str) -> str:
     if not NAME.match(name):
-        raise Invalid(f"{kind} name: letters, digits and . _ - @ (at most 100), starting with a letter or digit")
+        raise Invalid(
+            f"{kind} name: letters, digits and . _ - @ (at most 100), starting with a letter or digit"
+        )
     return name
 
 
@@ -76,14 +78,18 @@ async def create_token(engine: AsyncEngine, name: str, role: str) -> str:
 
 async def list_tokens(engine: AsyncEngine) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
-        result = await conn.execute(select(tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.revoked_at))
+        result = await conn.execute(
+            select(tokens.c.name, tokens.c.role, tokens.c.created_at, tokens.c.revoked_at)
+        )
         return [dict(r._mapping) for r in result]
 
 
 async def revoke_token(engine: AsyncEngine, name: str) -> None:
     async with engine.begin() as conn:
         result = await conn.execute(
-            update(tokens).where(tokens.c.name == name, tokens.c.revoked_at.is_(None)).values(revoked_at=now_z())
+            update(tokens)
+            .where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now_z())
         )
         if result.rowcount == 0:
             raise NotFound(f"no live token named {name}")
@@ -119,7 +125,12 @@ async def add_user(engine: AsyncEngine, username: str, role: str, password: str)
         if row is None:
             await conn.execute(
                 users.insert().values(
-                    username=username, role=role, password_hash=hashed, enabled=True, created_at=now_z(), session_epoch=0
+                    username=username,
+                    role=role,
+                    password_hash=hashed,
+                    enabled=True,
+                    created_at=now_z(),
+                    session_epoch=0,
                 )
             )
             return True
@@ -235,7 +246,9 @@ async def display_principal(engine: AsyncEngine, display_id: str) -> Principal |
         row = (
             await conn.execute(
                 select(displays.c.id, displays.c.ward_code).where(
-                    displays.c.id == display_id, displays.c.revoked_at.is_(None), displays.c.paired_at.is_not(None)
+                    displays.c.id == display_id,
+                    displays.c.revoked_at.is_(None),
+                    displays.c.paired_at.is_not(None),
                 )
             )
         ).first()

@@ -69,7 +69,10 @@ class Repository:
             return  # SQLite: BEGIN IMMEDIATE already holds the database's one write lock
         # Sorted, so two transactions touching the same wards never wait on each other in a cycle.
         await conn.execute(
-            select(wards.c.code).where(wards.c.code.in_(sorted(ward_codes))).order_by(wards.c.code).with_for_update()
+            select(wards.c.code)
+            .where(wards.c.code.in_(sorted(ward_codes)))
+            .order_by(wards.c.code)
+            .with_for_update()
         )
 
     async def _boards(self, conn: AsyncConnection, ward_codes: set[str]) -> dict[str, Board]:
@@ -122,7 +125,12 @@ class Repository:
             await self._upsert(
                 conn,
                 stays,
-                {**rows.stay_row(ended.stay), "is_open": False, "ended_at": ended.at, "end_reason": ended.reason},
+                {
+                    **rows.stay_row(ended.stay),
+                    "is_open": False,
+                    "ended_at": ended.at,
+                    "end_reason": ended.reason,
+                },
                 "id",
             )
         for flag in outcome.flags:
@@ -131,7 +139,14 @@ class Repository:
             await conn.execute(
                 events.insert(),
                 [
-                    {"ward_code": r.ward, "seq": r.seq, "at": r.at, "actor": r.actor, "type": r.type, "payload": r.payload}
+                    {
+                        "ward_code": r.ward,
+                        "seq": r.seq,
+                        "at": r.at,
+                        "actor": r.actor,
+                        "type": r.type,
+                        "payload": r.payload,
+                    }
                     for r in records
                 ],
             )
@@ -143,7 +158,9 @@ class Repository:
     async def _upsert(self, conn: AsyncConnection, table: Any, row: dict[str, Any], key: str) -> None:
         dialect: Any = sqlite if self._dialect == "sqlite" else postgresql
         stmt = dialect.insert(table).values(**row)
-        stmt = stmt.on_conflict_do_update(index_elements=[key], set_={k: v for k, v in row.items() if k != key})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key], set_={k: v for k, v in row.items() if k != key}
+        )
         await conn.execute(stmt)
 
     # --- lookups used while planning a command (inside the write transaction) -------------------
@@ -190,7 +207,9 @@ class Repository:
                 return rows.patient_from(row._mapping)
         if mrn:
             row = (
-                await conn.execute(select(patients).where(patients.c.mrn == mrn).order_by(patients.c.id).limit(1))
+                await conn.execute(
+                    select(patients).where(patients.c.mrn == mrn).order_by(patients.c.id).limit(1)
+                )
             ).first()
             if row is not None:
                 return rows.patient_from(row._mapping)
@@ -219,7 +238,9 @@ class Repository:
 
     async def ward_exists(self, ward_code: str) -> bool:
         async with self.reader.connect() as conn:
-            return (await conn.execute(select(wards.c.code).where(wards.c.code == ward_code))).first() is not None
+            return (
+                await conn.execute(select(wards.c.code).where(wards.c.code == ward_code))
+            ).first() is not None
 
     async def list_wards(self) -> list[Json]:
         free = func.sum(case((beds.c.state == "available", 1), else_=0))
@@ -240,23 +261,27 @@ class Repository:
         if not ward_codes:
             return {}
         async with self.reader.connect() as conn:
-            result = await conn.execute(select(wards.c.code, wards.c.seq).where(wards.c.code.in_(list(ward_codes))))
+            result = await conn.execute(
+                select(wards.c.code, wards.c.seq).where(wards.c.code.in_(list(ward_codes)))
+            )
             return {code: int(seq) for code, seq in result}
 
-    async def events_since(self, ward_code: str, since: int, limit: int = 1000, until: int | None = None) -> list[EventRecord]:
+    async def events_since(
+        self, ward_code: str, since: int, limit: int = 1000, until: int | None = None
+    ) -> list[EventRecord]:
         query = select(events).where(events.c.ward_code == ward_code, events.c.seq > since)
         if until is not None:
             query = query.where(events.c.seq <= until)
         query = query.order_by(events.c.seq).limit(limit)
         async with self.reader.connect() as conn:
             result = await conn.execute(query)
-            return [
-                EventRecord(r.ward_code, int(r.seq), r.at, r.actor, r.type, r.payload) for r in result
-            ]
+            return [EventRecord(r.ward_code, int(r.seq), r.at, r.actor, r.type, r.payload) for r in result]
 
     async def oldest_seq(self, ward_code: str) -> int | None:
         async with self.reader.connect() as conn:
-            value = (await conn.execute(select(func.min(events.c.seq)).where(events.c.ward_code == ward_code))).scalar()
+            value = (
+                await conn.execute(select(func.min(events.c.seq)).where(events.c.ward_code == ward_code))
+            ).scalar()
         return None if value is None else int(value)
 
     async def stay_json(self, stay_id: str) -> Json:
@@ -265,4 +290,3 @@ class Repository:
         if not found:
             raise NotFound(f"stay {stay_id} is not known")
         return stay_json(found[0])
-

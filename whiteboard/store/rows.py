@@ -40,7 +40,7 @@ def ward_from(row: Row[Any] | Mapping[str, Any]) -> Ward:
     )
 
 
-def patient_from(m: Mapping[str, Any]) -> Patient:
+def patient_from(m: Mapping[Any, Any]) -> Patient:
     return Patient(
         id=m["id"],
         nhs_number=m["nhs_number"],
@@ -64,7 +64,7 @@ def patient_row(p: Patient) -> dict[str, Any]:
     }
 
 
-def flag_from(m: Mapping[str, Any]) -> Flag:
+def flag_from(m: Mapping[Any, Any]) -> Flag:
     return Flag(
         id=m["id"],
         patient_id=m["patient_id"],
@@ -94,7 +94,7 @@ def flag_row(f: Flag) -> dict[str, Any]:
     }
 
 
-def stay_from(m: Mapping[str, Any], patient: Patient, active_flags: Sequence[Flag]) -> Stay:
+def stay_from(m: Mapping[Any, Any], patient: Patient, active_flags: Sequence[Flag]) -> Stay:
     prev = m["previous"]
     d = m["discharge"] or {}
     return Stay(
