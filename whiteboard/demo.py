@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from whiteboard.board.model import ALERTS
 from whiteboard.layout import load_layout, parse_layout
-from whiteboard.server import uvicorn_config
+from whiteboard.server import serve, uvicorn_config
 from whiteboard.service import BoardService, PatientDetails
 from whiteboard.settings import Settings
 from whiteboard.store import accounts, migrate
@@ -293,15 +293,16 @@ def run_demo(settings: Settings, host: str, port: int) -> None:
         print(f"    {token}")
     else:
         print(
-            "  (demo database already seeded; make a token with `whiteboard token create --name me --role admin`)"
+            "  (demo database already seeded; make a token with "
+            "`whiteboard token create --name me --role admin`)"
         )
     asyncio.run(_serve_with_simulator(settings, host, port, rng))
 
 
 async def _serve_with_simulator(settings: Settings, host: str, port: int, rng: random.Random) -> None:
     server = uvicorn.Server(uvicorn_config(settings, host, port))
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
+    serving = asyncio.create_task(serve(server, host, port))
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.05)
     app: Any = server.config.loaded_app
     state = _find_state(app)

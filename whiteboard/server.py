@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import uvicorn
 
 from whiteboard.app import create_app
@@ -9,6 +12,11 @@ from whiteboard.settings import Settings
 
 #: A client frame over 64 KiB closes the socket with 1009 (DESIGN 4.3).
 WS_MAX_SIZE = 64 * 1024
+#: Kernel send buffer per connection. Left to autotuning, Linux lets a client that has stopped
+#: reading park up to 4 MiB per socket in the kernel before the server notices; bounded here,
+#: a stalled screen fills its own small queue in seconds and is closed 1013 to resume with
+#: `since`, and 10,000 sockets cannot pin gigabytes. (Accepted sockets inherit it.)
+SEND_BUFFER = 64 * 1024
 
 
 def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
@@ -28,5 +36,24 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
     )
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(server: uvicorn.Server, host: str, port: int) -> None:
+    sock = listen_socket(host, port)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
 def run(settings: Settings, host: str, port: int) -> None:
-    uvicorn.Server(uvicorn_config(settings, host, port)).run()
+    server = uvicorn.Server(uvicorn_config(settings, host, port))
+    asyncio.run(serve(server, host, port))

@@ -58,6 +58,11 @@ SETTINGS: tuple[Setting, ...] = (
         "whiteboard",
     ),
     Setting("WHITEBOARD_LOG_LEVEL", "Logging level: DEBUG, INFO, WARNING, ERROR.", "INFO"),
+    Setting(
+        "WHITEBOARD_WS_QUEUE_LIMIT",
+        "Frames a socket may have waiting before it is closed 1013 as too slow (it resumes with since).",
+        "256",
+    ),
 )
 
 
@@ -119,7 +124,17 @@ def load(env: dict[str, str] | None = None) -> Settings:
         trusted_proxies=_csv(env.get("WHITEBOARD_TRUSTED_PROXIES")),
         redis_prefix=env.get("WHITEBOARD_REDIS_PREFIX") or "whiteboard",
         log_level=(env.get("WHITEBOARD_LOG_LEVEL") or "INFO").upper(),
+        queue_limit=_positive_int(env, "WHITEBOARD_WS_QUEUE_LIMIT", 256),
     )
+
+
+def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a positive whole number")
+    return int(raw)
 
 
 def _kept_secret(database_url: str) -> str:

@@ -24,6 +24,7 @@ from whiteboard.board.model import DEFAULT_PUBLIC_ALERTS
 from whiteboard.board.views import View, change_frame
 from whiteboard.fanout.base import Broker, decode_event
 from whiteboard.metrics import METRICS
+from whiteboard.store import accounts
 from whiteboard.store.accounts import Principal
 from whiteboard.store.repository import Repository
 from whiteboard.types import EventRecord, now_z
@@ -283,11 +284,21 @@ class Hub:
     async def _catch_up(self) -> None:
         if not self.channels:
             return
+        await self._end_revoked()
         seqs = await self.repo.ward_seqs(list(self.channels))
         for ward, seq in seqs.items():
             channel = self.channels.get(ward)
             if channel is not None and seq > channel.last_seq and channel.inbox.empty():
                 channel.inbox.put_nowait(None)
+
+    async def _end_revoked(self) -> None:
+        """Close (1008) the sockets of tokens revoked, users disabled and displays revoked since
+        they connected — by any process or the CLI, so it is read from the store, not the broker."""
+        clients = [c for channel in self.channels.values() for c in channel.all_clients()]
+        gone = await accounts.revoked(self.repo.reader, {c.principal for c in clients})
+        for client in clients:
+            if client.principal in gone:
+                client.end(CLOSE_POLICY, f"{client.principal.kind} {client.principal.name} no longer allowed")
 
     async def _beat(self) -> None:
         for channel in list(self.channels.values()):

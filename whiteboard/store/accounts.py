@@ -253,3 +253,30 @@ async def display_principal(engine: AsyncEngine, display_id: str) -> Principal |
             )
         ).first()
     return None if row is None else Principal("display", row.id, "display", ward=row.ward_code)
+
+
+async def revoked(engine: AsyncEngine, principals: set[Principal]) -> set[Principal]:
+    """Those of `principals` no longer allowed in: a revoked token or display, a disabled user."""
+    names: dict[str, set[str]] = {"token": set(), "user": set(), "display": set()}
+    for p in principals:
+        names.setdefault(p.kind, set()).add(p.name)
+    live: set[tuple[str, str]] = set()
+    async with engine.connect() as conn:
+        if names["token"]:
+            result = await conn.execute(
+                select(tokens.c.name).where(tokens.c.name.in_(names["token"]), tokens.c.revoked_at.is_(None))
+            )
+            live |= {("token", r.name) for r in result}
+        if names["user"]:
+            result = await conn.execute(
+                select(users.c.username).where(users.c.username.in_(names["user"]), users.c.enabled)
+            )
+            live |= {("user", r.username) for r in result}
+        if names["display"]:
+            result = await conn.execute(
+                select(displays.c.id).where(
+                    displays.c.id.in_(names["display"]), displays.c.revoked_at.is_(None)
+                )
+            )
+            live |= {("display", r.id) for r in result}
+    return {p for p in principals if (p.kind, p.name) not in live}
