@@ -12,17 +12,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whiteboard.errors import PayloadTooLarge, Throttled, WhiteboardError
 from whiteboard.fanout.base import Broker
 from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
-from whiteboard.routes import api, health, login, pages, pairing, ws
+from whiteboard.routes import api, health, ws
 from whiteboard.routes.auth import Cookies
 from whiteboard.routes.requests import MAX_BODY
-from whiteboard.routes.web import static_app
 from whiteboard.service import BoardService
 from whiteboard.settings import Settings
 from whiteboard.store import migrate
@@ -82,10 +80,6 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
             *health.routes,
             *api.routes,
             *ws.routes,
-            *pages.routes,
-            *pairing.routes,
-            *login.routes,
-            Mount("/static", app=static_app(), name="static"),
         ],
         lifespan=lifespan,
         exception_handlers={WhiteboardError: on_error, HTTPException: on_http_error, Exception: on_crash},
