@@ -18,6 +18,8 @@ from whiteboard.errors import PayloadTooLarge, Throttled, WhiteboardError
 from whiteboard.fanout.base import Broker
 from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
+from whiteboard.hl7.feed import Feed
+from whiteboard.hl7.mllp import start_mllp_server
 from whiteboard.routes import api, health, ws
 from whiteboard.routes.auth import Cookies
 from whiteboard.routes.requests import MAX_BODY
@@ -44,7 +46,9 @@ def make_broker(settings: Settings) -> Broker:
     return MemoryBroker()
 
 
-def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, broker: Broker | None = None, mllp_host: str = "127.0.0.1"
+) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer, reader = open_engines(settings.database_url)
@@ -64,11 +68,19 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
         app.state.hub = hub
         app.state.service = BoardService(repo, the_broker)
         app.state.cookies = Cookies(settings.secret_key)
+        app.state.feed = Feed(app.state.service)
         await hub.start()
         await the_broker.start()
+        mllp = None
+        if settings.mllp_port is not None:
+            mllp = await start_mllp_server(app.state.feed.receive, mllp_host, settings.mllp_port)
+            log.info("HL7 MLLP listener on %s:%s", mllp_host, settings.mllp_port)
         try:
             yield
         finally:
+            if mllp is not None:
+                mllp.close()
+                await mllp.wait_closed()
             await hub.stop()
             await the_broker.stop()
             await writer.dispose()

@@ -22,6 +22,8 @@ import uvicorn
 from sqlalchemy import func, select
 
 from whiteboard.board.model import ALERTS
+from whiteboard.hl7 import fakepas
+from whiteboard.hl7.feed import Feed
 from whiteboard.layout import load_layout, parse_layout
 from whiteboard.server import serve, uvicorn_config
 from whiteboard.service import BoardService, PatientDetails
@@ -139,6 +141,10 @@ class Simulator:
     rng: random.Random
 
     @property
+    def hl7(self) -> Feed:
+        return Feed(self.service)
+
+    @property
     def repo(self) -> Repository:
         return self.service.repo
 
@@ -168,6 +174,46 @@ class Simulator:
                 )
             )
             return [(r.id, r.patient_id, r.version) for r in result]
+
+    async def pas_patient(self, patient_id: str) -> PatientDetails:
+        async with self.repo.reader.connect() as conn:
+            p = await self.repo.patient(conn, patient_id)
+        return PatientDetails(
+            nhs_number=p.nhs_number,
+            mrn=p.mrn,
+            given_name=p.given_name,
+            family_name=p.family_name,
+            dob=p.dob,
+            sex=p.sex,
+        )
+
+    async def bed_of(self, code: str) -> fakepas.Bed:
+        async with self.repo.reader.connect() as conn:
+            row = (await conn.execute(select(beds.c.ward_code, beds.c.bay).where(beds.c.code == code))).one()
+        return fakepas.Bed(ward=row.ward_code, bay=row.bay, code=code)
+
+    async def feed(self, message: str) -> None:
+        """Send one ADT message down the real feed path, as the hospital's PAS would."""
+        ack = await self.hl7.receive(message.encode())
+        if "MSA|AA" not in ack:
+            log.info("demo PAS message refused: %s", ack.replace("\r", " | "))
+
+    async def pas_admit(self) -> None:
+        free = await self.free_beds()
+        if free:
+            bed = await self.bed_of(self.rng.choice(free))
+            edd = (date.today() + timedelta(days=self.rng.randint(0, 9))).isoformat()
+            consultant = self.rng.choice(CONSULTANTS)
+            await self.feed(fakepas.adt("A01", self.new_patient(), bed=bed, attending=consultant, edd=edd))
+
+    async def pas_transfer(self, patient_id: str) -> None:
+        free = await self.free_beds()
+        if free:
+            bed = await self.bed_of(self.rng.choice(free))
+            await self.feed(fakepas.adt("A02", await self.pas_patient(patient_id), bed=bed))
+
+    async def pas_discharge(self, patient_id: str) -> None:
+        await self.feed(fakepas.adt("A03", await self.pas_patient(patient_id)))
 
     async def admit_random(self, who: Principal, edd_days: int | None = None) -> None:
         free = await self.free_beds()
@@ -229,15 +275,11 @@ class Simulator:
         open_stays = await self.open_stays()
         try:
             if roll < 0.3 or not open_stays:
-                await self.admit_random(Principal("token", "demo-pas", "admin"))
+                await self.pas_admit()
             elif roll < 0.5:
-                stay_id, _pid, _v = self.rng.choice(open_stays)
-                await self.service.discharge(Principal("token", "demo-pas", "admin"), stay_id)
+                await self.pas_discharge(self.rng.choice(open_stays)[1])
             elif roll < 0.6:
-                free = await self.free_beds()
-                if free:
-                    stay_id, _pid, _v = self.rng.choice(open_stays)
-                    await self.service.transfer(who, stay_id, self.rng.choice(free))
+                await self.pas_transfer(self.rng.choice(open_stays)[1])
             elif roll < 0.75:
                 await self.clean_a_bed(who)
             else:

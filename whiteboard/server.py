@@ -21,7 +21,7 @@ SEND_BUFFER = 64 * 1024
 
 def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, mllp_host=host),
         host=host,
         port=port,
         ws="websockets-sansio",

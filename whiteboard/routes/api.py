@@ -30,6 +30,7 @@ from whiteboard.routes.requests import (
     optional_if_match,
     parse,
     query_int,
+    read_body,
 )
 from whiteboard.service import BoardService, PatientDetails
 
@@ -199,7 +200,20 @@ async def patch_flag(request: Request) -> Response:
     return json_response(flag_detail_json(outcome.flag), etag=outcome.flag.version)
 
 
+async def post_hl7(request: Request) -> Response:
+    """One ADT message in any content type; always 200 with the ACK, but for 401, 403 and 413."""
+    caller = await require(request)
+    authorise(caller, "post_hl7")
+    check_csrf(request, caller)
+    raw = await read_body(request)
+    ack = await request.app.state.feed.receive(raw)
+    return Response(
+        ack.encode(), media_type="application/hl7-v2; charset=utf-8", headers={"Cache-Control": "no-store"}
+    )
+
+
 routes = [
+    Route("/api/v1/hl7", post_hl7, methods=["POST"]),
     Route("/api/v1/wards", list_wards, methods=["GET"]),
     Route("/api/v1/wards/{ward}", ward_snapshot, methods=["GET"]),
     Route("/api/v1/wards/{ward}/events", ward_events, methods=["GET"]),

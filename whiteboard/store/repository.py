@@ -16,7 +16,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from whiteboard.board.commands import Command, Scene
+from whiteboard.board.commands import Scene
 from whiteboard.board.events import Outcome
 from whiteboard.board.model import Board, Flag, Patient, Stay
 from whiteboard.board.rules import decide
@@ -27,9 +27,11 @@ from whiteboard.store.tables import beds, events, flags, patients, sites, stays,
 from whiteboard.types import EventRecord, Json
 
 #: Given the transaction and the loaded scene, build the command (may raise a WhiteboardError).
-Planner = Callable[[AsyncConnection, Scene], Awaitable[Command]]
+Planner = Callable[[AsyncConnection, Scene], Awaitable[Any]]
 #: Which wards the command touches (read before and re-checked after locking).
 WardFinder = Callable[[AsyncConnection], Awaitable[set[str]]]
+Decider = Callable[[Scene, Any], Outcome]
+After = Callable[[AsyncConnection], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,21 @@ class Repository:
 
     # --- the write path --------------------------------------------------------------------
 
-    async def run(self, actor: str, at: str, find_wards: WardFinder, plan: Planner) -> Committed:
-        """Decide and commit one command; the caller publishes `records` after this returns."""
+    async def run(
+        self,
+        actor: str,
+        at: str,
+        find_wards: WardFinder,
+        plan: Planner,
+        *,
+        decider: Decider = decide,
+        after: After | None = None,
+    ) -> Committed:
+        """Decide and commit one command; the caller publishes `records` after this returns.
+
+        `after` runs in the same transaction once the outcome is written (bookkeeping that
+        must commit with the change or not at all, like a feed message's control ID).
+        """
         for _attempt in range(5):
             async with self.writer.begin() as conn:
                 ward_codes = await find_wards(conn)
@@ -59,8 +74,10 @@ class Repository:
                     continue
                 scene = Scene(boards=await self._boards(conn, ward_codes), actor=actor, at=at)
                 command = await plan(conn, scene)
-                outcome = decide(scene, command)
+                outcome = decider(scene, command)
                 records = await self.persist(conn, scene, outcome)
+                if after is not None:
+                    await after(conn)
             return Committed(outcome=outcome, records=records)
         raise NotFound("the record kept moving while it was being changed; try again")
 
@@ -132,6 +149,12 @@ class Repository:
                     "end_reason": ended.reason,
                 },
                 "id",
+            )
+        for stay_id in outcome.reopened:
+            await conn.execute(
+                update(stays)
+                .where(stays.c.id == stay_id)
+                .values(is_open=True, ended_at=None, end_reason=None)
             )
         for flag in outcome.flags:
             await self._upsert(conn, flags, rows.flag_row(flag), "id")
