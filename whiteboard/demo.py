@@ -324,19 +324,21 @@ async def seed(settings: Settings, rng: random.Random) -> str | None:
 
 def run_demo(settings: Settings, host: str, port: int) -> None:
     rng = random.Random()
+    print("Seeding the demo hospital (first run only, about 20 seconds)…", flush=True)
     token = asyncio.run(seed(settings, rng))
     base = f"http://{host}:{port}"
-    print("Ward whiteboard demo")
-    print(f"  wards:      {base}/api/v1/wards")
-    print(f"  live board: ws://{host}:{port}/ws/wards/J12?view=clinical")
-    print(f"  health:     {base}/readyz")
+    print("Ward whiteboard demo", flush=True)
+    print(f"  wards:      {base}/api/v1/wards", flush=True)
+    print(f"  live board: ws://{host}:{port}/ws/wards/J12?view=clinical", flush=True)
+    print(f"  health:     {base}/readyz", flush=True)
     if token:
-        print("  admin token (shown once; `whiteboard token create` makes more):")
-        print(f"    {token}")
+        print("  admin token (shown once; `whiteboard token create` makes more):", flush=True)
+        print(f"    {token}", flush=True)
     else:
         print(
             "  (demo database already seeded; make a token with "
-            "`whiteboard token create --name me --role admin`)"
+            "`whiteboard token create --name me --role admin`)",
+            flush=True,
         )
     asyncio.run(_serve_with_simulator(settings, host, port, rng))
 
