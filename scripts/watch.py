@@ -24,9 +24,8 @@ async def watch(url: str, ward: str, token: str, view: str) -> None:
                 bed = frame.get("bed") or {}
                 stay = bed.get("stay") or {}
                 who = (stay.get("patient") or {}).get("initials", "")
-                print(
-                    f"change   seq {frame['seq']}: {bed.get('code', '(unplaced list)')} {bed.get('state', '')} {who}"
-                )
+                where = bed.get("code", "(unplaced list)")
+                print(f"change   seq {frame['seq']}: {where} {bed.get('state', '')} {who}")
             else:
                 print(f"{frame['type']:<8} seq {frame['seq']} at {frame['at']}")
 
