@@ -11,7 +11,8 @@ import nhs_number
 
 def is_valid(number: str) -> bool:
     """True for exactly ten digits passing the Modulus 11 check (no spaces, no dashes)."""
-    return len(number) == 10 and number.isdigit() and bool(nhs_number.is_valid(number))
+    # isascii: str.isdigit also accepts other scripts' digits (Arabic-Indic, fullwidth...).
+    return len(number) == 10 and number.isascii() and number.isdigit() and bool(nhs_number.is_valid(number))
 
 
 def format_334(number: str) -> str:

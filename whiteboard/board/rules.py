@@ -32,6 +32,8 @@ from whiteboard.board.model import (
     NEWS2_MAX,
     ORGANISM_CODE,
     PATHWAYS,
+    PRECAUTIONS,
+    SEXES,
     Bed,
     Board,
     Flag,
@@ -232,11 +234,13 @@ def _update_bed(draft: _Draft, cmd: UpdateBed) -> Outcome:
 
 
 def _raise_flag(draft: _Draft, cmd: RaiseFlag) -> Outcome:
-    code = cmd.code.strip().upper()
+    code = cmd.code.strip().upper() if isinstance(cmd.code, str) else ""
     if not ORGANISM_CODE.match(code):
         raise Invalid("code: an organism code is 2-20 capital letters, digits or underscores, like MRSA")
-    if cmd.status == "cleared":
+    if cmd.status not in ("suspected", "confirmed"):
         raise Invalid("status: a flag is raised as suspected or confirmed")
+    if cmd.precaution not in PRECAUTIONS:
+        raise Invalid(f"precaution: one of {', '.join(sorted(PRECAUTIONS))}")
     for existing in cmd.existing:
         if existing.active and existing.code == code:
             raise Conflict(f"the patient already has an active {code} flag ({existing.status}); update it")
@@ -280,6 +284,8 @@ def check_patient(patient: Patient) -> None:
     """Refuse a patient record the board cannot safely show (Invalid names the field)."""
     if patient.nhs_number is not None and not nhs.is_valid(patient.nhs_number):
         raise Invalid(f"patient.nhs_number: {patient.nhs_number} is not a valid NHS number")
+    if patient.sex not in SEXES:
+        raise Invalid("patient.sex: one of male, female, other, unknown")
     if not patient.mrn.strip():
         raise Invalid("patient.mrn: a local hospital number is required")
     if not patient.family_name.strip() and not patient.given_name.strip():
@@ -317,9 +323,9 @@ def _edd(key: str, value: Any) -> str | None:
 
 
 def _day_status(key: str, value: Any) -> str | None:
-    if value is not None and value not in DAY_STATUSES:
+    if value is not None and (not isinstance(value, str) or value not in DAY_STATUSES):
         raise Invalid(f"{key}: must be red, green or null")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _news2(key: str, value: Any) -> int | None:
@@ -348,7 +354,7 @@ def _discharge_changes(key: str, value: Any) -> dict[str, Any]:
         if name not in DISCHARGE_FIELDS:
             raise Invalid(f"{where}: not a discharge readiness field")
         if name == "pathway":
-            if item is not None and (isinstance(item, bool) or item not in PATHWAYS):
+            if item is not None and (type(item) is not int or item not in PATHWAYS):
                 raise Invalid(f"{where}: a discharge pathway is 0, 1, 2, 3 or null")
         elif name == "blockers":
             item = "" if item is None else item
