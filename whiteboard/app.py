@@ -20,7 +20,7 @@ from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.hl7.feed import Feed
 from whiteboard.hl7.mllp import start_mllp_server
-from whiteboard.routes import api, health, ws
+from whiteboard.routes import api, health, openapi, ws
 from whiteboard.routes.auth import Cookies
 from whiteboard.routes.requests import MAX_BODY
 from whiteboard.service import BoardService
@@ -91,6 +91,7 @@ def create_app(
         routes=[
             *health.routes,
             *api.routes,
+            *openapi.routes,
             *ws.routes,
         ],
         lifespan=lifespan,
@@ -116,10 +117,11 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"error": {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}}
+    headers = dict(exc.headers or {})  # 405 carries Allow (RFC 9110)
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
-        return Response(orjson.dumps(body), exc.status_code, media_type="application/json")
+        return Response(orjson.dumps(body), exc.status_code, headers, media_type="application/json")
     return HTMLResponse(
-        f"<!doctype html><title>{exc.status_code}</title><h1>{exc.status_code}</h1>", exc.status_code
+        f"<!doctype html><title>{exc.status_code}</title><h1>{exc.status_code}</h1>", exc.status_code, headers
     )
 
 
