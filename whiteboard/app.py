@@ -20,7 +20,7 @@ from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.hl7.feed import Feed
 from whiteboard.hl7.mllp import start_mllp_server
-from whiteboard.routes import api, health, openapi, ws
+from whiteboard.routes import api, audit, health, openapi, ws
 from whiteboard.routes.auth import Cookies
 from whiteboard.routes.requests import MAX_BODY
 from whiteboard.service import BoardService
@@ -92,6 +92,7 @@ def create_app(
             *health.routes,
             *api.routes,
             *openapi.routes,
+            *audit.routes,
             *ws.routes,
         ],
         lifespan=lifespan,

@@ -154,6 +154,18 @@ EVENTS = _object(
         }
     }
 )
+AUDIT = _object(
+    {
+        "events": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"ward": STR, "seq": INT, "at": STAMP, "actor": STR, "type": STR},
+                "required": ["ward", "seq", "at", "actor", "type"],
+            },
+        }
+    }
+)
 FLAG = _object(
     {
         **FLAG_BRIEF["properties"],
@@ -242,7 +254,12 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         _param("ward"),
                         _param("since", "query", {"type": "integer", "minimum": 0}, required=False),
-                        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, required=False),
+                        _param(
+                            "limit",
+                            "query",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                            required=False,
+                        ),
                     ],
                     "responses": {"200": _json(EVENTS), **_errors("404")},
                 }
@@ -300,6 +317,27 @@ def document() -> dict[str, Any]:
                     "parameters": [_param("flag"), IF_MATCH_OPTIONAL],
                     "requestBody": _body(FlagPatch),
                     "responses": {"200": _json(FLAG), **_errors("404", "409", "412", "422")},
+                }
+            },
+            "/api/v1/audit": {
+                "get": {
+                    "summary": "The audit trail (admin: everything; ipc: flag events)",
+                    "parameters": [
+                        _param(name, "query", required=False) for name in ("ward", "actor", "type", "patient")
+                    ]
+                    + [
+                        _param(name, "query", {"type": "string", "format": "date-time"}, required=False)
+                        for name in ("from", "to")
+                    ]
+                    + [
+                        _param(
+                            "limit",
+                            "query",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                            required=False,
+                        )
+                    ],
+                    "responses": {"200": _json(AUDIT), **_errors()},
                 }
             },
             "/api/v1/hl7": {
