@@ -229,7 +229,7 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "Ward whiteboard API",
             "version": "1",
-            "description": "Live ward state: beds, stays, infection flags, discharge readiness. See DESIGN 4.2.",
+            "description": "Live ward state: beds, stays, infection flags, discharge readiness.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
