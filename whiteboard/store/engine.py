@@ -22,12 +22,14 @@ def open_engines(url: str, *, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEn
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        writer = create_async_engine(url, connect_args={"timeout": 30})
-        reader = create_async_engine(url, connect_args={"timeout": 30})
+        writer = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        reader = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _tune_sqlite(writer, "BEGIN IMMEDIATE")
         _tune_sqlite(reader, "BEGIN")
         return writer, reader
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
     return engine, engine
 
 
