@@ -25,7 +25,10 @@ def fuzz_hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hospital
     with httpx.Client(base_url=h.server.base_url, headers={"Authorization": f"Bearer {h.token}"}) as api:
         api.post(
             "/api/v1/stays",
-            json={"bed": "W01-B1-1", "patient": {"mrn": "F1", "given_name": "A", "family_name": "B", "sex": "male"}},
+            json={
+                "bed": "W01-B1-1",
+                "patient": {"mrn": "F1", "given_name": "A", "family_name": "B", "sex": "male"},
+            },
         )
     try:
         yield h
@@ -40,7 +43,9 @@ def test_the_document_is_served_as_written(fuzz_hospital: Hospital) -> None:
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_server_errors_and_answers_match_the_document(case: schemathesis.Case, fuzz_hospital: Hospital) -> None:
+def test_no_server_errors_and_answers_match_the_document(
+    case: schemathesis.Case, fuzz_hospital: Hospital
+) -> None:
     case.call_and_validate(
         base_url=fuzz_hospital.server.base_url,
         headers={"Authorization": f"Bearer {fuzz_hospital.token}"},
