@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from whiteboard.errors import PayloadTooLarge, Throttled, WhiteboardError
+from whiteboard.errors import BadRequest, PayloadTooLarge, Throttled, WhiteboardError
 from whiteboard.fanout.base import Broker
 from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
@@ -54,7 +54,7 @@ def create_app(
         writer, reader = open_engines(settings.database_url)
         await migrate.upgrade(writer)
         the_broker = broker or make_broker(settings)
-        repo = Repository(writer, reader)
+        repo = Repository(writer, reader, verify_cache=settings.verify_board_cache)
         hub = Hub(
             repo,
             the_broker,
@@ -83,6 +83,7 @@ def create_app(
                 await mllp.wait_closed()
             await hub.stop()
             await the_broker.stop()
+            repo.close()
             await writer.dispose()
             if reader is not writer:
                 await reader.dispose()
@@ -133,20 +134,32 @@ async def on_crash(request: Request, exc: Exception) -> Response:
 
 
 class BodyLimit:
-    """413 from Content-Length before anything else runs (even authentication)."""
+    """413 from Content-Length before anything else runs (even authentication); 400 for a NUL
+    in the path or query."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-                    exc = PayloadTooLarge(f"request bodies are limited to {MAX_BODY} bytes")
-                    response = Response(orjson.dumps(exc.to_json()), 413, media_type="application/json")
-                    await response(scope, receive, send)
-                    return
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                response = Response(
+                    orjson.dumps(refusal.to_json()), refusal.http_status, media_type="application/json"
+                )
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def refusal(scope: Scope) -> WhiteboardError | None:
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            # No code, id or query of ours holds a NUL, and PostgreSQL text cannot.
+            return BadRequest("the request line holds a NUL character")
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+                return PayloadTooLarge(f"request bodies are limited to {MAX_BODY} bytes")
+        return None
 
 
 class SecurityHeaders:

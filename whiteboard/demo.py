@@ -176,8 +176,7 @@ class Simulator:
             return [(r.id, r.patient_id, r.version) for r in result]
 
     async def pas_patient(self, patient_id: str) -> PatientDetails:
-        async with self.repo.reader.connect() as conn:
-            p = await self.repo.patient(conn, patient_id)
+        p = await self.repo.get_patient(patient_id)
         return PatientDetails(
             nhs_number=p.nhs_number,
             mrn=p.mrn,
@@ -309,13 +308,15 @@ async def seed(settings: Settings, rng: random.Random) -> str | None:
         await load_layout(writer, parse_layout(demo_layout()))
         from whiteboard.fanout.memory import MemoryBroker
 
-        sim = Simulator(BoardService(Repository(writer, reader), MemoryBroker()), rng)
+        repo = Repository(writer, reader)
+        sim = Simulator(BoardService(repo, MemoryBroker()), rng)
         who = Principal("token", "demo-seed", "admin")
         total = len(await sim.free_beds())
         for n in range(int(total * 0.82)):
             await sim.admit_random(
                 who, edd_days=rng.choice([-2, -1, 0, 0, 1, 1, 2, 3, 5, 8]) if n % 3 else None
             )
+        repo.close()
         return await accounts.create_token(writer, f"demo-admin-{rng.randint(1000, 9999)}", "admin")
     finally:
         await writer.dispose()

@@ -79,9 +79,11 @@ def _ward(where: str, ward: Any, position: int, seen: set[str]) -> WardSpec:
         bcode = _code(f"{bw}.code", bed.get("code"))
         _unique(f"{bw}.code", f"bed:{bcode}", seen)
         kind = bed.get("kind", "bay")
-        if kind not in BED_KINDS:
+        if not isinstance(kind, str) or kind not in BED_KINDS:
             raise Invalid(f"{bw}.kind: must be one of {', '.join(sorted(BED_KINDS))}")
-        specs.append(BedSpec(bcode, _text(f"{bw}.bay", bed.get("bay", ""), allow_empty=True), kind, k))
+        specs.append(
+            BedSpec(bcode, _text(f"{bw}.bay", bed.get("bay", ""), allow_empty=True, limit=64), kind, k)
+        )
     specialty = _text(f"{where}.specialty", ward.get("specialty", ""), allow_empty=True)
     return WardSpec(code, _text(f"{where}.name", ward.get("name")), specialty, tuple(specs), position)
 
@@ -92,14 +94,16 @@ def _object(where: str, value: Any) -> None:
 
 
 def _code(where: str, value: Any) -> str:
-    if not isinstance(value, str) or not CODE.match(value):
+    if not isinstance(value, str) or not CODE.fullmatch(value):
         raise Invalid(f"{where}: a code of letters, digits, '-', '_' or '.' (at most 64), got {value!r}")
     return value
 
 
-def _text(where: str, value: Any, allow_empty: bool = False) -> str:
-    if not isinstance(value, str) or (not allow_empty and not value.strip()) or len(value) > 200:
-        raise Invalid(f"{where}: text of at most 200 characters expected, got {value!r}")
+def _text(where: str, value: Any, allow_empty: bool = False, limit: int = 200) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()) or len(value) > limit:
+        raise Invalid(f"{where}: text of at most {limit} characters expected, got {value!r}")
+    if any(ord(ch) < 32 for ch in value):
+        raise Invalid(f"{where}: control characters are not allowed")
     return value.strip()
 
 

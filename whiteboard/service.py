@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from whiteboard.board import commands as cmd
 from whiteboard.board.events import Outcome
@@ -60,8 +60,8 @@ class BoardService:
         self,
         kind: str,
         who: Principal,
-        find_wards: Callable[[AsyncConnection], Awaitable[set[str]]],
-        plan: Callable[[AsyncConnection, cmd.Scene], Awaitable[cmd.Command]],
+        find_wards: Callable[[Connection], set[str]],
+        plan: Callable[[Connection, cmd.Scene], cmd.Command],
     ) -> Committed:
         started = time.perf_counter()
         try:
@@ -85,11 +85,11 @@ class BoardService:
         named_nurse: str | None = None,
         edd: str | None = None,
     ) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            return {await self.repo.ward_of_bed(conn, bed)}
+        def wards(conn: Connection) -> set[str]:
+            return {self.repo.ward_of_bed(conn, bed)}
 
-        async def plan(conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
-            patient, open_stay, flags = await self.resolve_patient(conn, details)
+        def plan(conn: Connection, _scene: cmd.Scene) -> cmd.Command:
+            patient, open_stay, flags = self.resolve_patient(conn, details)
             return cmd.Admit(
                 stay_id=new_id("s"),
                 patient=patient,
@@ -103,12 +103,10 @@ class BoardService:
 
         return (await self._commit("admit", who, wards, plan)).outcome
 
-    async def resolve_patient(
-        self, conn: AsyncConnection, details: PatientDetails
-    ) -> tuple[Patient, str | None, tuple]:  # type: ignore[type-arg]
+    def resolve_patient(self, conn: Connection, details: PatientDetails) -> tuple[Patient, str | None, tuple]:  # type: ignore[type-arg]
         """The patient these details name (by NHS number, else MRN), brought up to date, with
         their open stay id and their flags; or a new patient."""
-        found = await self.repo.find_patient(conn, details.nhs_number, details.mrn)
+        found = self.repo.find_patient(conn, details.nhs_number, details.mrn)
         if found is None:
             patient = Patient(
                 id=new_id("p"),
@@ -131,24 +129,24 @@ class BoardService:
             dob=details.dob,
             sex=details.sex,
         )
-        open_stay = await self.repo.open_stay_of(conn, found.id)
-        flags = await self.repo.flags_of(conn, found.id)
+        open_stay = self.repo.open_stay_of(conn, found.id)
+        flags = self.repo.flags_of(conn, found.id)
         return patient, None if open_stay is None else open_stay[0], flags
 
     async def transfer(self, who: Principal, stay_id: str, bed: str) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            return {await self.repo.open_stay_ward(conn, stay_id), await self.repo.ward_of_bed(conn, bed)}
+        def wards(conn: Connection) -> set[str]:
+            return {self.repo.open_stay_ward(conn, stay_id), self.repo.ward_of_bed(conn, bed)}
 
-        async def plan(_conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
+        def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.Transfer(stay_id=stay_id, bed=bed)
 
         return (await self._commit("transfer", who, wards, plan)).outcome
 
     async def discharge(self, who: Principal, stay_id: str) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            return {await self.repo.open_stay_ward(conn, stay_id)}
+        def wards(conn: Connection) -> set[str]:
+            return {self.repo.open_stay_ward(conn, stay_id)}
 
-        async def plan(_conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
+        def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.Discharge(stay_id=stay_id)
 
         return (await self._commit("discharge", who, wards, plan)).outcome
@@ -158,19 +156,19 @@ class BoardService:
     async def update_stay(
         self, who: Principal, stay_id: str, if_version: int, changes: dict[str, object]
     ) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            return {await self.repo.open_stay_ward(conn, stay_id)}
+        def wards(conn: Connection) -> set[str]:
+            return {self.repo.open_stay_ward(conn, stay_id)}
 
-        async def plan(_conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
+        def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateStay(stay_id=stay_id, if_version=if_version, changes=changes)
 
         return (await self._commit("update_stay", who, wards, plan)).outcome
 
     async def update_bed(self, who: Principal, bed: str, if_version: int, state: str) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            return {await self.repo.ward_of_bed(conn, bed)}
+        def wards(conn: Connection) -> set[str]:
+            return {self.repo.ward_of_bed(conn, bed)}
 
-        async def plan(_conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
+        def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateBed(bed=bed, if_version=if_version, state=state)  # type: ignore[arg-type]
 
         return (await self._commit("update_bed", who, wards, plan)).outcome
@@ -180,20 +178,20 @@ class BoardService:
     async def raise_flag(
         self, who: Principal, patient_id: str, code: str, status: FlagStatus, precaution: Precaution
     ) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            await self.repo.patient(conn, patient_id)  # 404 for an unknown patient
-            open_stay = await self.repo.open_stay_of(conn, patient_id)
+        def wards(conn: Connection) -> set[str]:
+            self.repo.patient(conn, patient_id)  # 404 for an unknown patient
+            open_stay = self.repo.open_stay_of(conn, patient_id)
             return set() if open_stay is None else {open_stay[1]}
 
-        async def plan(conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
-            open_stay = await self.repo.open_stay_of(conn, patient_id)
+        def plan(conn: Connection, _scene: cmd.Scene) -> cmd.Command:
+            open_stay = self.repo.open_stay_of(conn, patient_id)
             return cmd.RaiseFlag(
                 flag_id=new_id("f"),
-                patient=await self.repo.patient(conn, patient_id),
+                patient=self.repo.patient(conn, patient_id),
                 code=code,
                 status=status,
                 precaution=precaution,
-                existing=await self.repo.flags_of(conn, patient_id),
+                existing=self.repo.flags_of(conn, patient_id),
                 open_stay_id=None if open_stay is None else open_stay[0],
             )
 
@@ -202,16 +200,16 @@ class BoardService:
     async def update_flag(
         self, who: Principal, flag_id: str, status: FlagStatus, if_version: int | None
     ) -> Outcome:
-        async def wards(conn: AsyncConnection) -> set[str]:
-            flag = await self.repo.flag(conn, flag_id)
-            open_stay = await self.repo.open_stay_of(conn, flag.patient_id)
+        def wards(conn: Connection) -> set[str]:
+            flag = self.repo.flag(conn, flag_id)
+            open_stay = self.repo.open_stay_of(conn, flag.patient_id)
             return set() if open_stay is None else {open_stay[1]}
 
-        async def plan(conn: AsyncConnection, _scene: cmd.Scene) -> cmd.Command:
-            flag = await self.repo.flag(conn, flag_id)
+        def plan(conn: Connection, _scene: cmd.Scene) -> cmd.Command:
+            flag = self.repo.flag(conn, flag_id)
             if if_version is not None and flag.version != if_version:
                 raise StaleVersion(f"flag {flag_id} is at version {flag.version}, not {if_version}")
-            open_stay = await self.repo.open_stay_of(conn, flag.patient_id)
+            open_stay = self.repo.open_stay_of(conn, flag.patient_id)
             return cmd.UpdateFlag(
                 flag=flag, status=status, open_stay_id=None if open_stay is None else open_stay[0]
             )

@@ -63,6 +63,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Frames a socket may have waiting before it is closed 1013 as too slow (it resumes with since).",
         "256",
     ),
+    Setting(
+        "WHITEBOARD_VERIFY_BOARD_CACHE",
+        "1 to check every cached board against a fresh read of the store before a write (the test "
+        "suite runs this way; it costs a full board read per write).",
+        "0",
+    ),
 )
 
 
@@ -79,6 +85,7 @@ class Settings:
     heartbeat_seconds: float = 5.0
     catch_up_seconds: float = 1.0
     queue_limit: int = 256
+    verify_board_cache: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -125,7 +132,15 @@ def load(env: dict[str, str] | None = None) -> Settings:
         redis_prefix=env.get("WHITEBOARD_REDIS_PREFIX") or "whiteboard",
         log_level=(env.get("WHITEBOARD_LOG_LEVEL") or "INFO").upper(),
         queue_limit=_positive_int(env, "WHITEBOARD_WS_QUEUE_LIMIT", 256),
+        verify_board_cache=_flag(env, "WHITEBOARD_VERIFY_BOARD_CACHE"),
     )
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name} must be 1 or 0")
+    return raw in ("1", "true", "yes")
 
 
 def _positive_int(env: dict[str, str], name: str, default: int) -> int:

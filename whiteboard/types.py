@@ -33,8 +33,12 @@ def utc_now() -> datetime:
 
 
 def iso_z(moment: datetime) -> str:
-    """UTC ISO 8601 ending in Z, to the millisecond: 2026-11-27T23:52:10.123Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """UTC ISO 8601 ending in Z, to the millisecond: 2026-11-27T23:52:10.123Z.
+
+    Always four year digits (strftime's %Y does not pad years before 1000), so these strings
+    sort in time order — feed ordering compares them as text.
+    """
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_z() -> str:

@@ -97,6 +97,8 @@ def make_hospital(tmp: Path, *, wards: int = 4, beds: int = 6, env: dict[str, st
         "WHITEBOARD_SECRET_KEY": SECRET,
         "WHITEBOARD_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
         "WHITEBOARD_LOG_LEVEL": "INFO",
+        # Every write checks the process's cached boards against the store.
+        "WHITEBOARD_VERIFY_BOARD_CACHE": "1",
         **(env or {}),
     }
     server = ServerProcess(env=base_env, cwd=tmp, log_path=tmp / f"server-{port}.log", port=port)

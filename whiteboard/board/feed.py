@@ -47,6 +47,9 @@ class FeedCommand:
     discharge_time: str | None = None
     #: The message's event time is older than the last one applied for this patient.
     out_of_order: bool = False
+    #: Where a late message is recorded when PV1-3 names no ward and the patient is not in:
+    #: the ward of their latest stay.
+    last_ward: str | None = None
 
 
 def decide_feed(scene: Scene, cmd: FeedCommand) -> Outcome:
@@ -86,8 +89,9 @@ def _record_only(draft: _Draft, cmd: FeedCommand) -> Outcome:
     ward = cmd.ward
     if ward is None and cmd.open_stay_id is not None:
         ward = draft.stay(cmd.open_stay_id).ward
+    ward = ward or cmd.last_ward
     if ward is None:
-        return draft.outcome()
+        return draft.outcome()  # never on any ward: its control ID is all there is to keep
     draft.emit(Event(ward=ward, type="out_of_order", detail=_detail(cmd, ignored=True)))
     return draft.outcome()
 
@@ -109,7 +113,8 @@ def _place(draft: _Draft, stay: Stay, bed_code: str, kind: str, cmd: FeedCommand
     unplaced = tuple(s for s in board.unplaced if s.id != stay.id)
     displaced = target.stay if target.stay is not None and target.stay.id != stay.id else None
     if displaced is not None:
-        unplaced = (*unplaced, displaced.bumped(bed=None))
+        # In admission order, the same order the store reads them back in.
+        unplaced = tuple(sorted((*unplaced, displaced.bumped(bed=None)), key=lambda s: (s.admitted_at, s.id)))
     changed_unplaced = unplaced != board.unplaced
     after = target.bumped(state="occupied", stay=placed)
     draft.emit(

@@ -59,6 +59,7 @@ DISCHARGE_FIELDS = frozenset(
     {"medically_optimised", "pathway", "tto_ready", "transport_booked", "home_first", "blockers"}
 )
 MAX_TEXT = 200
+MAX_MRN = 64
 MAX_BLOCKERS = 1000
 
 
@@ -255,7 +256,9 @@ def _raise_flag(draft: _Draft, cmd: RaiseFlag) -> Outcome:
     )
     if cmd.open_stay_id is not None:
         stay = draft.stay(cmd.open_stay_id)
-        draft.replace_stay(replace(stay, flags=(*stay.flags, flag)), "flag_raise", flag=flag.id)
+        # In the order raised, the same order the store reads them back in.
+        flags = tuple(sorted((*stay.flags, flag), key=lambda f: (f.raised_at, f.id)))
+        draft.replace_stay(replace(stay, flags=flags), "flag_raise", flag=flag.id)
     return draft.outcome(flag=flag, flags=(flag,))
 
 
@@ -294,8 +297,8 @@ def check_patient(patient: Patient) -> None:
         day = check_date("patient.dob", patient.dob)
         if day > date(2200, 1, 1) or day < date(1880, 1, 1):
             raise Invalid("patient.dob: not a plausible date of birth")
-    for name, value in (("mrn", patient.mrn), ("given_name", patient.given_name)):
-        _check_text(f"patient.{name}", value, MAX_TEXT)
+    _check_text("patient.mrn", patient.mrn, MAX_MRN)
+    _check_text("patient.given_name", patient.given_name, MAX_TEXT)
     _check_text("patient.family_name", patient.family_name, MAX_TEXT)
 
 

@@ -11,27 +11,42 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import DBAPIError
 
 from whiteboard.board.commands import Scene
 from whiteboard.board.feed import FeedCommand, decide_feed
 from whiteboard.board.model import Patient, Stay
-from whiteboard.errors import Conflict, NotFound, WhiteboardError
+from whiteboard.errors import Conflict, Invalid, NotFound, WhiteboardError
 from whiteboard.hl7.ack import accept_ack, build_ack, refusal_ack
 from whiteboard.hl7.parse import AdtMessage, Hl7Refused, parse_adt
 from whiteboard.metrics import METRICS
 from whiteboard.service import BoardService, new_id
 from whiteboard.store import rows
 from whiteboard.store.tables import beds, hl7_messages, patients, stays, wards
-from whiteboard.types import iso_z, now_z
+from whiteboard.types import iso_z, now_z, utc_now
 
 log = logging.getLogger("whiteboard.hl7")
 
 #: ERR-3 codes (HL7 table 0357) for the errors the board raises.
 ERROR_CODES = {"not_found": "204", "conflict": "207", "invalid": "102"}
+
+
+#: How far ahead of our clock an event time may be (clock skew between systems). Further out,
+#: applying it would make every real message for the patient look "older" and be ignored.
+FUTURE_SLACK = timedelta(hours=24)
+EARLIEST_EVENT = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+def check_event_time(adt: AdtMessage) -> None:
+    """Refuse (AE) an event time no real admission can have: it would freeze the patient."""
+    if adt.event_time > utc_now() + FUTURE_SLACK:
+        raise Invalid("EVN-2: the event time is more than a day in the future; check the sending clock")
+    if adt.event_time < EARLIEST_EVENT:
+        raise Invalid("EVN-2: the event time is before 1900")
 
 
 class AlreadyApplied(Exception):
@@ -60,6 +75,19 @@ class Feed:
         except AlreadyApplied:
             METRICS.hl7_messages.labels("AA").inc()
             return accept_ack(adt, "duplicate: already applied")
+        except DBAPIError as exc:
+            # Input our checks let through but the database refused: never leave the sender
+            # without an answer, and never log the values (they are patient data).
+            log.error(
+                "HL7 %s from %s could not be stored: %s",
+                adt.control_id,
+                sender_of(adt),
+                type(exc.orig).__name__,
+            )
+            METRICS.hl7_messages.labels("AE").inc()
+            return build_ack(
+                "AE", message=adt.message, control_id=adt.control_id, reason="the message could not be stored"
+            )
         except WhiteboardError as exc:
             METRICS.hl7_messages.labels(exc.hl7_ack).inc()
             return build_ack(
@@ -73,17 +101,18 @@ class Feed:
         return accept_ack(adt)
 
     async def apply(self, adt: AdtMessage) -> None:
+        check_event_time(adt)
         actor = f"hl7:{sender_of(adt)}:{adt.control_id}"
         event_time = iso_z(adt.event_time)
         facts: dict[str, Any] = {}
 
-        async def find_wards(conn: AsyncConnection) -> set[str]:
+        def find_wards(conn: Connection) -> set[str]:
             facts.clear()
-            facts.update(await self._facts(conn, adt))
+            facts.update(self._facts(conn, adt))
             return set(facts["wards"])
 
-        async def plan(conn: AsyncConnection, _scene: Scene) -> FeedCommand:
-            await self._refuse_duplicate(conn, adt)
+        def plan(conn: Connection, _scene: Scene) -> FeedCommand:
+            self._refuse_duplicate(conn, adt)
             found: Patient | None = facts["patient"]
             late = found is not None and facts["feed_time"] is not None and event_time < facts["feed_time"]
             return FeedCommand(
@@ -99,19 +128,20 @@ class Feed:
                 edd=adt.edd,
                 discharge_time=None if adt.discharge_time is None else iso_z(adt.discharge_time),
                 out_of_order=late,
+                last_ward=facts["last_ward"],
             )
 
-        async def after(conn: AsyncConnection) -> None:
-            await conn.execute(
+        def after(conn: Connection) -> None:
+            conn.execute(
                 hl7_messages.insert().values(
                     sender=sender_of(adt), control_id=adt.control_id, received_at=now_z(), event=adt.event
                 )
             )
             patient_id = facts["patient"].id if facts["patient"] else None
             if patient_id is None:
-                patient_id = await self._patient_id_by(conn, adt)
+                patient_id = self._patient_id_by(conn, adt)
             if patient_id is not None:
-                await conn.execute(
+                conn.execute(
                     update(patients)
                     .where(patients.c.id == patient_id)
                     .where((patients.c.feed_time.is_(None)) | (patients.c.feed_time < event_time))
@@ -123,9 +153,9 @@ class Feed:
 
     # --- lookups inside the transaction --------------------------------------------------------
 
-    async def _facts(self, conn: AsyncConnection, adt: AdtMessage) -> dict[str, Any]:
+    def _facts(self, conn: Connection, adt: AdtMessage) -> dict[str, Any]:
         """The patient, their open stay, and every ward this message may touch."""
-        found = await self.repo.find_patient(conn, adt.nhs_number, adt.mrn)
+        found = self.repo.find_patient(conn, adt.nhs_number, adt.mrn)
         if adt.nhs_number and found is not None and found.nhs_number and found.nhs_number != adt.nhs_number:
             raise Conflict(f"PID-3: MRN {adt.mrn} belongs to a patient with a different NHS number")
         if found is None and adt.event != "A01":
@@ -133,20 +163,21 @@ class Feed:
         ward_set: set[str] = set()
         if adt.location is not None:
             if adt.location.bed:
-                ward_set.add(await self._ward_of_bed(conn, adt.location.bed))
+                ward_set.add(self._ward_of_bed(conn, adt.location.bed))
             elif adt.event in ("A01", "A02"):
                 raise NotFound("PV1-3: no bed given")
-            elif not await self._ward_exists(conn, adt.location.ward):
+            elif not self._ward_exists(conn, adt.location.ward):
                 raise NotFound(f"PV1-3: ward {adt.location.ward} is not known")
+            else:
+                ward_set.add(adt.location.ward)
         open_stay: str | None = None
         discharged: Stay | None = None
         feed_time: str | None = None
+        last_ward: str | None = None
         if found is not None:
-            feed_time = (
-                await conn.execute(select(patients.c.feed_time).where(patients.c.id == found.id))
-            ).scalar()
+            feed_time = conn.execute(select(patients.c.feed_time).where(patients.c.id == found.id)).scalar()
             row = (
-                await conn.execute(
+                conn.execute(
                     select(stays.c.id, stays.c.ward_code, stays.c.previous).where(
                         stays.c.patient_id == found.id, stays.c.is_open
                     )
@@ -157,21 +188,31 @@ class Feed:
                 ward_set.add(row.ward_code)
                 previous = row.previous or {}
                 if adt.event == "A12" and previous.get("bed"):
-                    ward_set.add(await self._ward_of_bed(conn, previous["bed"]))
-            elif adt.event == "A13":
-                discharged = await self._last_discharged(conn, found.id)
+                    ward_set.add(self._ward_of_bed(conn, previous["bed"]))
+            else:
+                last_ward = conn.execute(
+                    select(stays.c.ward_code)
+                    .where(stays.c.patient_id == found.id)
+                    .order_by(stays.c.admitted_at.desc())
+                    .limit(1)
+                ).scalar()
+                if last_ward is not None:
+                    ward_set.add(last_ward)  # where a late message about them is recorded
+            if row is None and adt.event == "A13":
+                discharged = self._last_discharged(conn, found.id)
                 if discharged is not None and discharged.bed is not None and not adt.location:
-                    ward_set.add(await self._ward_of_bed(conn, discharged.bed))
+                    ward_set.add(self._ward_of_bed(conn, discharged.bed))
         return {
             "patient": found,
             "open_stay": open_stay,
             "discharged": discharged,
             "feed_time": feed_time,
+            "last_ward": last_ward,
             "wards": sorted(ward_set),
         }
 
-    async def _refuse_duplicate(self, conn: AsyncConnection, adt: AdtMessage) -> None:
-        seen = await conn.execute(
+    def _refuse_duplicate(self, conn: Connection, adt: AdtMessage) -> None:
+        seen = conn.execute(
             select(hl7_messages.c.control_id).where(
                 hl7_messages.c.sender == sender_of(adt), hl7_messages.c.control_id == adt.control_id
             )
@@ -179,33 +220,33 @@ class Feed:
         if seen.first() is not None:
             raise AlreadyApplied()
 
-    async def _last_discharged(self, conn: AsyncConnection, patient_id: str) -> Stay | None:
-        found = await rows.load_stays(
+    def _last_discharged(self, conn: Connection, patient_id: str) -> Stay | None:
+        found = rows.load_stays(
             conn, (stays.c.patient_id == patient_id) & ~stays.c.is_open & (stays.c.end_reason == "discharged")
         )
         if not found:
             return None
         ended = {
             r.id: r.ended_at
-            for r in await conn.execute(
+            for r in conn.execute(
                 select(stays.c.id, stays.c.ended_at).where(stays.c.patient_id == patient_id)
             )
         }
         return max(found, key=lambda s: ended.get(s.id) or "")
 
     @staticmethod
-    async def _ward_of_bed(conn: AsyncConnection, code: str) -> str:
-        ward = (await conn.execute(select(beds.c.ward_code).where(beds.c.code == code))).scalar()
+    def _ward_of_bed(conn: Connection, code: str) -> str:
+        ward = (conn.execute(select(beds.c.ward_code).where(beds.c.code == code))).scalar()
         if ward is None:
             raise NotFound(f"PV1-3: bed {code} is not known")
         return str(ward)
 
     @staticmethod
-    async def _ward_exists(conn: AsyncConnection, code: str) -> bool:
-        return (await conn.execute(select(wards.c.code).where(wards.c.code == code))).first() is not None
+    def _ward_exists(conn: Connection, code: str) -> bool:
+        return (conn.execute(select(wards.c.code).where(wards.c.code == code))).first() is not None
 
-    async def _patient_id_by(self, conn: AsyncConnection, adt: AdtMessage) -> str | None:
-        found = await self.repo.find_patient(conn, adt.nhs_number, adt.mrn)
+    def _patient_id_by(self, conn: Connection, adt: AdtMessage) -> str | None:
+        found = self.repo.find_patient(conn, adt.nhs_number, adt.mrn)
         return None if found is None else found.id
 
     @staticmethod

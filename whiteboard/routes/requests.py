@@ -111,9 +111,24 @@ async def json_body(request: Request) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
+def _refuse_nul(data: Any, where: str = "body") -> None:
+    """No field of ours may hold U+0000 (PostgreSQL text cannot store it): 422 naming it."""
+    if isinstance(data, str):
+        if "\x00" in data:
+            raise Invalid(f"{where}: NUL characters are not allowed")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            _refuse_nul(key, where)
+            _refuse_nul(value, f"{key}" if where == "body" else f"{where}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _refuse_nul(value, f"{where}[{i}]")
+
+
 def parse(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
         raise Invalid("the body must be a JSON object")
+    _refuse_nul(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -122,7 +137,8 @@ def parse(model: type[M], data: Any) -> M:
         raise Invalid(f"{where}: {first['msg']}") from None
 
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,12})"?\s*$')
+# A quoted version ("3", or weak W/"3"); a bare 3 is tolerated. Unbalanced quotes are not tags.
+_ETAG = re.compile(r'^\s*(?:(?:W/)?"(\d{1,12})"|(\d{1,12}))\s*$')
 
 
 def if_match(request: Request) -> int:
@@ -133,7 +149,7 @@ def if_match(request: Request) -> int:
     match = _ETAG.match(value)
     if match is None:
         raise BadRequest('If-Match must be a quoted version number, like "3"')
-    return int(match.group(1))
+    return int(match.group(1) or match.group(2))
 
 
 def optional_if_match(request: Request) -> int | None:

@@ -1,15 +1,16 @@
-"""Opening the store: one async engine per process, tuned per dialect.
+"""Opening the store: engines per process, tuned per dialect.
 
-SQLite (the embedded default) runs in WAL mode and every transaction starts with
+SQLite (the embedded default) runs in WAL mode and every write transaction starts with
 BEGIN IMMEDIATE, so two writers queue for the lock instead of failing half-way through.
-PostgreSQL serialises writers per ward with SELECT … FOR UPDATE on the ward row instead.
+PostgreSQL serialises writers per ward with SELECT … FOR UPDATE on the ward rows instead.
+SQL parameters are kept out of error messages: they are patient data, and errors get logged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,8 +25,8 @@ def open_engines(url: str, *, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEn
     if parsed.get_backend_name() == "sqlite":
         writer = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         reader = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        _tune_sqlite(writer, "BEGIN IMMEDIATE")
-        _tune_sqlite(reader, "BEGIN")
+        _tune_sqlite(writer.sync_engine, "BEGIN IMMEDIATE")
+        _tune_sqlite(reader.sync_engine, "BEGIN")
         return writer, reader
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
@@ -33,8 +34,22 @@ def open_engines(url: str, *, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEn
     return engine, engine
 
 
-def _tune_sqlite(engine: AsyncEngine, begin: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def sync_sqlite_writer(async_writer: AsyncEngine) -> Engine:
+    """A plain (pysqlite) engine on the same SQLite file, for writes run whole in one thread.
+
+    Going through aiosqlite costs a thread hop per cursor call — dozens per command. The write
+    path instead runs each transaction start to finish in one worker thread: one hop.
+    """
+    url = async_writer.url.set(drivername="sqlite+pysqlite")
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+    )
+    _tune_sqlite(engine, "BEGIN IMMEDIATE")
+    return engine
+
+
+def _tune_sqlite(engine: Engine, begin: str) -> None:
+    @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
         dbapi_connection.isolation_level = None
@@ -45,7 +60,7 @@ def _tune_sqlite(engine: AsyncEngine, begin: str) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
 

@@ -8,30 +8,33 @@ hands the returned records to the broker only after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.board.commands import Scene
-from whiteboard.board.events import Outcome
+from whiteboard.board.events import Outcome, apply_all
 from whiteboard.board.model import Board, Flag, Patient, Stay
 from whiteboard.board.rules import decide
 from whiteboard.board.views import bed_json, stay_json
 from whiteboard.errors import NotFound
 from whiteboard.store import rows
+from whiteboard.store.engine import sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
 
 #: Given the transaction and the loaded scene, build the command (may raise a WhiteboardError).
-Planner = Callable[[AsyncConnection, Scene], Awaitable[Any]]
+Planner = Callable[[Connection, Scene], Any]
 #: Which wards the command touches (read before and re-checked after locking).
-WardFinder = Callable[[AsyncConnection], Awaitable[set[str]]]
+WardFinder = Callable[[Connection], set[str]]
 Decider = Callable[[Scene, Any], Outcome]
-After = Callable[[AsyncConnection], Awaitable[None]]
+After = Callable[[Connection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +44,64 @@ class Committed:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class BoardCache:
+    """This process's copies of boards it has written, each valid only at its (layout, seq).
+
+    A board is the same board exactly while its ward's `seq` and `layout_version` are
+    unchanged: every change to what a board shows is an event (which moves `seq` on), and a
+    layout load moves `layout_version` on. Any other process's write moves `seq`, so a stale
+    copy is never used; entries are stored only after their transaction has committed.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._boards: dict[str, tuple[int, Board]] = {}
+
+    def get(self, ward: str, seq: int, layout_version: int) -> Board | None:
+        hit = self._boards.get(ward)
+        if hit is None or hit[0] != layout_version or hit[1].seq != seq:
+            return None
+        return hit[1]
+
+    def put(self, board: Board, layout_version: int) -> None:
+        if len(self._boards) >= self.limit and board.ward.code not in self._boards:
+            self._boards.pop(next(iter(self._boards)))
+        self._boards[board.ward.code] = (layout_version, board)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    actor: str
+    at: str
+    find_wards: WardFinder
+    plan: Planner
+    decider: Decider
+    after: After | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    committed: Committed
+    boards: dict[str, Board]
+    layouts: dict[str, int]
+
+
 class Repository:
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, writer: AsyncEngine, reader: AsyncEngine | None = None, *, verify_cache: bool = False
+    ) -> None:
         self.writer = writer
         self.reader = reader or writer
         self._dialect = writer.dialect.name
+        self.cache = BoardCache()
+        #: Check every cached board against a fresh load (tests turn this on).
+        self.verify_cache = verify_cache
+        self._sync_writer: Engine | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
+        if self._dialect == "sqlite":
+            # SQLite has one writer at a time anyway: one thread of ours runs every write.
+            self._sync_writer = sync_sqlite_writer(writer)
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="whiteboard-writer")
 
     # --- the write path --------------------------------------------------------------------
 
@@ -61,47 +117,89 @@ class Repository:
     ) -> Committed:
         """Decide and commit one command; the caller publishes `records` after this returns.
 
-        `after` runs in the same transaction once the outcome is written (bookkeeping that
-        must commit with the change or not at all, like a feed message's control ID).
+        `find_wards`, `plan` and `after` are synchronous and run inside the transaction: on
+        SQLite the whole transaction runs in this process's one writer thread (one thread hop
+        instead of one per statement); on PostgreSQL through `run_sync`. `after` runs once the
+        outcome is written (bookkeeping that must commit with the change or not at all, like a
+        feed message's control ID).
         """
+        job = _Job(actor, at, find_wards, plan, decider, after)
+        if self._sync_writer is not None:
+            loop = asyncio.get_running_loop()
+            committed: Committed = await loop.run_in_executor(self._write_thread, self._run_in_thread, job)
+            return committed
         for _attempt in range(5):
             async with self.writer.begin() as conn:
-                ward_codes = await find_wards(conn)
-                await self._lock_wards(conn, ward_codes)
-                # A concurrent move may have changed the wards before we held the lock.
-                if await find_wards(conn) != ward_codes:
-                    await conn.rollback()
-                    continue
-                scene = Scene(boards=await self._boards(conn, ward_codes), actor=actor, at=at)
-                command = await plan(conn, scene)
-                outcome = decider(scene, command)
-                records = await self.persist(conn, scene, outcome)
-                if after is not None:
-                    await after(conn)
-            return Committed(outcome=outcome, records=records)
+                done = await conn.run_sync(self._attempt, job)
+            if done is not None:
+                return self._remember(done)
         raise NotFound("the record kept moving while it was being changed; try again")
 
-    async def _lock_wards(self, conn: AsyncConnection, ward_codes: set[str]) -> None:
-        if not ward_codes or self._dialect == "sqlite":
-            return  # SQLite: BEGIN IMMEDIATE already holds the database's one write lock
+    def _run_in_thread(self, job: _Job) -> Committed:
+        assert self._sync_writer is not None
+        with self._sync_writer.begin() as conn:
+            done = self._attempt(conn, job)
+        assert done is not None  # SQLite holds its write lock from BEGIN: nothing can move
+        return self._remember(done)
+
+    def _attempt(self, conn: Connection, job: _Job) -> _Done | None:
+        ward_codes = job.find_wards(conn)
+        if self._dialect != "sqlite":
+            self._lock_wards(conn, ward_codes)
+            # A concurrent move may have changed the wards before we held their locks.
+            if job.find_wards(conn) != ward_codes:
+                return None
+        boards, layouts = self._boards(conn, ward_codes)
+        scene = Scene(boards=boards, actor=job.actor, at=job.at)
+        outcome = job.decider(scene, job.plan(conn, scene))
+        records = self.persist(conn, scene, outcome)
+        if job.after is not None:
+            job.after(conn)
+        return _Done(Committed(outcome=outcome, records=records), boards, layouts)
+
+    def _remember(self, done: _Done) -> Committed:
+        """After the commit, and only then, keep the boards as they now are."""
+        for code, board in done.boards.items():
+            self.cache.put(apply_all(board, done.committed.outcome.events), done.layouts[code])
+        return done.committed
+
+    def _lock_wards(self, conn: Connection, ward_codes: set[str]) -> None:
+        if not ward_codes:
+            return
         # Sorted, so two transactions touching the same wards never wait on each other in a cycle.
-        await conn.execute(
+        conn.execute(
             select(wards.c.code)
             .where(wards.c.code.in_(sorted(ward_codes)))
             .order_by(wards.c.code)
             .with_for_update()
         )
 
-    async def _boards(self, conn: AsyncConnection, ward_codes: set[str]) -> dict[str, Board]:
+    def _boards(self, conn: Connection, ward_codes: set[str]) -> tuple[dict[str, Board], dict[str, int]]:
+        """The boards of `ward_codes` as committed, from the cache when it is still exact."""
+        if not ward_codes:
+            return {}, {}
+        found = conn.execute(
+            select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
+                wards.c.code.in_(sorted(ward_codes))
+            )
+        )
+        versions = {code: (int(seq), int(layout)) for code, seq, layout in found}
         out: dict[str, Board] = {}
         for code in sorted(ward_codes):
-            board = await rows.load_board(conn, code)
-            if board is None:
+            if code not in versions:
                 raise NotFound(f"ward {code} is not known")
+            seq, layout = versions[code]
+            board = self.cache.get(code, seq, layout)
+            if board is None or self.verify_cache:
+                loaded = rows.load_board(conn, code)
+                assert loaded is not None
+                if board is not None and board != loaded:
+                    raise RuntimeError(f"ward {code}: the cached board differs from the store at seq {seq}")
+                board = loaded
             out[code] = board
-        return out
+        return out, {code: layout for code, (_seq, layout) in versions.items()}
 
-    async def persist(self, conn: AsyncConnection, scene: Scene, outcome: Outcome) -> tuple[EventRecord, ...]:
+    def persist(self, conn: Connection, scene: Scene, outcome: Outcome) -> tuple[EventRecord, ...]:
         seqs = {code: board.seq for code, board in scene.boards.items()}
         records: list[EventRecord] = []
         touched_stays: dict[str, Stay] = {}
@@ -111,7 +209,7 @@ class Repository:
             payload: Json = {}
             if event.bed is not None:
                 payload["bed"] = bed_json(event.bed)
-                await conn.execute(
+                conn.execute(
                     update(beds)
                     .where(beds.c.code == event.bed.code)
                     .values(
@@ -134,12 +232,12 @@ class Repository:
         for stay in touched_stays.values():
             touched_patients.setdefault(stay.patient.id, stay.patient)
         for patient in touched_patients.values():
-            await self._upsert(conn, patients, rows.patient_row(patient), "id")
+            self._upsert(conn, patients, rows.patient_row(patient), "id")
         for stay in touched_stays.values():
-            await self._upsert(conn, stays, rows.stay_row(stay), "id")
+            self._upsert(conn, stays, rows.stay_row(stay), "id")
         for ended in outcome.ended:
-            await self._upsert(conn, patients, rows.patient_row(ended.stay.patient), "id")
-            await self._upsert(
+            self._upsert(conn, patients, rows.patient_row(ended.stay.patient), "id")
+            self._upsert(
                 conn,
                 stays,
                 {
@@ -151,15 +249,15 @@ class Repository:
                 "id",
             )
         for stay_id in outcome.reopened:
-            await conn.execute(
+            conn.execute(
                 update(stays)
                 .where(stays.c.id == stay_id)
                 .values(is_open=True, ended_at=None, end_reason=None)
             )
         for flag in outcome.flags:
-            await self._upsert(conn, flags, rows.flag_row(flag), "id")
+            self._upsert(conn, flags, rows.flag_row(flag), "id")
         if records:
-            await conn.execute(
+            conn.execute(
                 events.insert(),
                 [
                     {
@@ -175,77 +273,75 @@ class Repository:
             )
             for code, seq in seqs.items():
                 if seq != scene.boards[code].seq:
-                    await conn.execute(update(wards).where(wards.c.code == code).values(seq=seq))
+                    conn.execute(update(wards).where(wards.c.code == code).values(seq=seq))
         return tuple(records)
 
-    async def _upsert(self, conn: AsyncConnection, table: Any, row: dict[str, Any], key: str) -> None:
+    def _upsert(self, conn: Connection, table: Any, row: dict[str, Any], key: str) -> None:
         dialect: Any = sqlite if self._dialect == "sqlite" else postgresql
         stmt = dialect.insert(table).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=[key], set_={k: v for k, v in row.items() if k != key}
         )
-        await conn.execute(stmt)
+        conn.execute(stmt)
 
     # --- lookups used while planning a command (inside the write transaction) -------------------
 
     @staticmethod
-    async def ward_of_bed(conn: AsyncConnection, code: str) -> str:
-        ward = (await conn.execute(select(beds.c.ward_code).where(beds.c.code == code))).scalar()
+    def ward_of_bed(conn: Connection, code: str) -> str:
+        ward = (conn.execute(select(beds.c.ward_code).where(beds.c.code == code))).scalar()
         if ward is None:
             raise NotFound(f"bed {code} is not known")
         return str(ward)
 
     @staticmethod
-    async def open_stay_ward(conn: AsyncConnection, stay_id: str) -> str:
+    def open_stay_ward(conn: Connection, stay_id: str) -> str:
         ward = (
-            await conn.execute(select(stays.c.ward_code).where(stays.c.id == stay_id, stays.c.is_open))
+            conn.execute(select(stays.c.ward_code).where(stays.c.id == stay_id, stays.c.is_open))
         ).scalar()
         if ward is None:
             raise NotFound(f"stay {stay_id} is not an open stay")
         return str(ward)
 
     @staticmethod
-    async def open_stay_of(conn: AsyncConnection, patient_id: str) -> tuple[str, str] | None:
+    def open_stay_of(conn: Connection, patient_id: str) -> tuple[str, str] | None:
         """(stay id, ward) of the patient's open stay, if they are in."""
         row = (
-            await conn.execute(
+            conn.execute(
                 select(stays.c.id, stays.c.ward_code).where(stays.c.patient_id == patient_id, stays.c.is_open)
             )
         ).first()
         return None if row is None else (row.id, row.ward_code)
 
     @staticmethod
-    async def patient(conn: AsyncConnection, patient_id: str) -> Patient:
-        row = (await conn.execute(select(patients).where(patients.c.id == patient_id))).first()
+    def patient(conn: Connection, patient_id: str) -> Patient:
+        row = (conn.execute(select(patients).where(patients.c.id == patient_id))).first()
         if row is None:
             raise NotFound(f"patient {patient_id} is not known")
         return rows.patient_from(row._mapping)
 
     @staticmethod
-    async def find_patient(conn: AsyncConnection, nhs_number: str | None, mrn: str | None) -> Patient | None:
+    def find_patient(conn: Connection, nhs_number: str | None, mrn: str | None) -> Patient | None:
         """The patient by NHS number, else by MRN (the feed's and the admit form's matching rule)."""
         if nhs_number:
-            row = (await conn.execute(select(patients).where(patients.c.nhs_number == nhs_number))).first()
+            row = (conn.execute(select(patients).where(patients.c.nhs_number == nhs_number))).first()
             if row is not None:
                 return rows.patient_from(row._mapping)
         if mrn:
             row = (
-                await conn.execute(
-                    select(patients).where(patients.c.mrn == mrn).order_by(patients.c.id).limit(1)
-                )
+                conn.execute(select(patients).where(patients.c.mrn == mrn).order_by(patients.c.id).limit(1))
             ).first()
             if row is not None:
                 return rows.patient_from(row._mapping)
         return None
 
     @staticmethod
-    async def flags_of(conn: AsyncConnection, patient_id: str) -> tuple[Flag, ...]:
-        result = await conn.execute(select(flags).where(flags.c.patient_id == patient_id))
+    def flags_of(conn: Connection, patient_id: str) -> tuple[Flag, ...]:
+        result = conn.execute(select(flags).where(flags.c.patient_id == patient_id))
         return tuple(rows.flag_from(r._mapping) for r in result)
 
     @staticmethod
-    async def flag(conn: AsyncConnection, flag_id: str) -> Flag:
-        row = (await conn.execute(select(flags).where(flags.c.id == flag_id))).first()
+    def flag(conn: Connection, flag_id: str) -> Flag:
+        row = (conn.execute(select(flags).where(flags.c.id == flag_id))).first()
         if row is None:
             raise NotFound(f"flag {flag_id} is not known")
         return rows.flag_from(row._mapping)
@@ -254,7 +350,7 @@ class Repository:
 
     async def board(self, ward_code: str) -> Board:
         async with self.reader.connect() as conn:
-            board = await rows.load_board(conn, ward_code)
+            board = await conn.run_sync(rows.load_board, ward_code)
         if board is None:
             raise NotFound(f"ward {ward_code} is not known")
         return board
@@ -309,7 +405,19 @@ class Repository:
 
     async def stay_json(self, stay_id: str) -> Json:
         async with self.reader.connect() as conn:
-            found = await rows.load_stays(conn, stays.c.id == stay_id)
+            found = await conn.run_sync(rows.load_stays, stays.c.id == stay_id)
         if not found:
             raise NotFound(f"stay {stay_id} is not known")
         return stay_json(found[0])
+
+    async def get_patient(self, patient_id: str) -> Patient:
+        async with self.reader.connect() as conn:
+            return await conn.run_sync(self.patient, patient_id)
+
+    def close(self) -> None:
+        """Release the writer thread and the synchronous SQLite engine (the async engines are
+        their owner's to dispose)."""
+        if self._write_thread is not None:
+            self._write_thread.shutdown(wait=True)
+        if self._sync_writer is not None:
+            self._sync_writer.dispose()

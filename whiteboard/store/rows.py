@@ -1,12 +1,16 @@
-"""Rows to board values and back. The only place that knows both the tables and the model."""
+"""Rows to board values and back. The only place that knows both the tables and the model.
+
+The loaders are synchronous, taking a SQLAlchemy `Connection`: the write path runs whole
+transactions in one go (a worker thread for SQLite, `run_sync` for PostgreSQL), and async
+readers call them through `AsyncConnection.run_sync`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row, select
 
 from whiteboard.board.model import (
     DEFAULT_PUBLIC_ALERTS,
@@ -146,11 +150,11 @@ def stay_row(s: Stay) -> dict[str, Any]:
     }
 
 
-async def active_flags_of(conn: AsyncConnection, patient_ids: Sequence[str]) -> dict[str, list[Flag]]:
+def active_flags_of(conn: Connection, patient_ids: Sequence[str]) -> dict[str, list[Flag]]:
     out: dict[str, list[Flag]] = {pid: [] for pid in patient_ids}
     if not patient_ids:
         return out
-    rows = await conn.execute(
+    rows = conn.execute(
         select(flags)
         .where(flags.c.patient_id.in_(list(patient_ids)), flags.c.status != "cleared")
         .order_by(flags.c.raised_at, flags.c.id)
@@ -160,17 +164,15 @@ async def active_flags_of(conn: AsyncConnection, patient_ids: Sequence[str]) -> 
     return out
 
 
-async def load_stays(conn: AsyncConnection, condition: Any) -> list[Stay]:
+def load_stays(conn: Connection, condition: Any) -> list[Stay]:
     """Stays matching `condition`, each with its patient and the patient's active flags."""
-    rows = (
-        await conn.execute(
-            select(stays, *[c.label(f"p_{c.name}") for c in patients.c])
-            .join(patients, patients.c.id == stays.c.patient_id)
-            .where(condition)
-            .order_by(stays.c.admitted_at, stays.c.id)
-        )
+    rows = conn.execute(
+        select(stays, *[c.label(f"p_{c.name}") for c in patients.c])
+        .join(patients, patients.c.id == stays.c.patient_id)
+        .where(condition)
+        .order_by(stays.c.admitted_at, stays.c.id)
     ).all()
-    flag_map = await active_flags_of(conn, [r.patient_id for r in rows])
+    flag_map = active_flags_of(conn, [r.patient_id for r in rows])
     out = []
     for row in rows:
         m = row._mapping
@@ -179,13 +181,13 @@ async def load_stays(conn: AsyncConnection, condition: Any) -> list[Stay]:
     return out
 
 
-async def load_board(conn: AsyncConnection, ward_code: str) -> Board | None:
-    ward_row = (await conn.execute(select(wards).where(wards.c.code == ward_code))).first()
+def load_board(conn: Connection, ward_code: str) -> Board | None:
+    ward_row = conn.execute(select(wards).where(wards.c.code == ward_code)).first()
     if ward_row is None:
         return None
-    open_stays = await load_stays(conn, (stays.c.ward_code == ward_code) & stays.c.is_open)
+    open_stays = load_stays(conn, (stays.c.ward_code == ward_code) & stays.c.is_open)
     by_bed = {s.bed: s for s in open_stays if s.bed is not None}
-    bed_rows = await conn.execute(
+    bed_rows = conn.execute(
         select(beds).where(beds.c.ward_code == ward_code).order_by(beds.c.position, beds.c.code)
     )
     board_beds = tuple(

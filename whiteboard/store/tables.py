@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -48,6 +49,9 @@ wards = Table(
     Column("position", Integer, nullable=False, default=0),
     # The per-ward event counter: the last seq handed out.
     Column("seq", BigInteger, nullable=False, default=0),
+    # Moves on with every layout load that touches the ward; with `seq` it says whether a
+    # process's cached copy of the board is still the board.
+    Column("layout_version", Integer, nullable=False, default=0, server_default="0"),
     Column("public_alerts", JSON, nullable=True),
 )
 
@@ -122,7 +126,7 @@ events = Table(
     Column("ward_code", String(32), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("at", String(32), nullable=False),
-    Column("actor", String(200), nullable=False),
+    Column("actor", Text, nullable=False),
     Column("type", String(32), nullable=False),
     Column("payload", JSON, nullable=False),
     UniqueConstraint("ward_code", "seq", name="uq_events_ward_seq"),
@@ -168,8 +172,8 @@ displays = Table(
 hl7_messages = Table(
     "hl7_messages",
     metadata,
-    Column("sender", String(200), primary_key=True),
-    Column("control_id", String(200), primary_key=True),
+    Column("sender", Text, primary_key=True),
+    Column("control_id", Text, primary_key=True),
     Column("received_at", String(32), nullable=False),
     Column("event", String(8), nullable=False),
 )
