@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whiteboard.errors import BadRequest, PayloadTooLarge, Throttled, WhiteboardError
@@ -20,9 +21,10 @@ from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.hl7.feed import Feed
 from whiteboard.hl7.mllp import start_mllp_server
-from whiteboard.routes import api, audit, health, openapi, ws
+from whiteboard.routes import api, audit, health, login, openapi, pages, pairing, ws
 from whiteboard.routes.auth import Cookies
 from whiteboard.routes.requests import MAX_BODY
+from whiteboard.routes.web import static_app
 from whiteboard.service import BoardService
 from whiteboard.settings import Settings
 from whiteboard.store import migrate
@@ -95,6 +97,10 @@ def create_app(
             *openapi.routes,
             *audit.routes,
             *ws.routes,
+            *pages.routes,
+            *pairing.routes,
+            *login.routes,
+            Mount("/static", app=static_app(), name="static"),
         ],
         lifespan=lifespan,
         exception_handlers={WhiteboardError: on_error, HTTPException: on_http_error, Exception: on_crash},

@@ -1,0 +1,92 @@
+"""Failure throttling for sign-in and display pairing: an in-memory sliding window.
+
+Each key (``login:user:NAME``, ``login:addr:IP``, ``pair:addr:IP``) keeps the times of its
+recent failures. Once a key holds `limit` failures inside `window` seconds, it is blocked until
+the oldest of them ages out, and `retry_after` says how long that is (for a `Retry-After`
+header). The window lives in one process: behind a load balancer each process counts on its
+own, which bounds guessing per process, not per trust (a Redis-backed limiter is the next step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from starlette.requests import HTTPConnection
+
+#: Keys kept at most; past this the oldest-touched are forgotten (memory stays bounded).
+MAX_KEYS = 100_000
+
+
+class SlidingWindow:
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds until `key` may try again, or None when it is not blocked."""
+        now = self.clock()
+        times = self._recent(key, now)
+        if times is None or len(times) < self.limit:
+            return None
+        return max(1, math.ceil(times[-self.limit] + self.window - now))
+
+    def blocked(self, keys: Iterable[str]) -> int | None:
+        """The longest wait among `keys`, or None when none is blocked."""
+        waits = [w for w in (self.retry_after(k) for k in keys) if w is not None]
+        return max(waits) if waits else None
+
+    def fail(self, *keys: str) -> None:
+        now = self.clock()
+        for key in keys:
+            times = self._recent(key, now)
+            if times is None:
+                if len(self._failures) >= MAX_KEYS:
+                    self._failures.pop(next(iter(self._failures)))
+                times = self._failures[key] = deque()
+            times.append(now)
+            # Only the newest `limit` matter for blocking; older ones can go.
+            while len(times) > self.limit:
+                times.popleft()
+
+    def reset(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+LOGIN_LIMIT, LOGIN_WINDOW = 10, 15 * 60.0
+PAIR_LIMIT, PAIR_WINDOW = 10, 10 * 60.0
+
+
+def window(conn: HTTPConnection, name: str, limit: int, seconds: float) -> SlidingWindow:
+    """The app's window called `name`, made on first use (one per app, so per process)."""
+    state = conn.app.state
+    windows: dict[str, SlidingWindow] | None = getattr(state, "throttle_windows", None)
+    if windows is None:
+        windows = {}
+        state.throttle_windows = windows
+    if name not in windows:
+        windows[name] = SlidingWindow(limit, seconds)
+    return windows[name]
+
+
+def login_window(conn: HTTPConnection) -> SlidingWindow:
+    return window(conn, "login", LOGIN_LIMIT, LOGIN_WINDOW)
+
+
+def pairing_window(conn: HTTPConnection) -> SlidingWindow:
+    return window(conn, "pairing", PAIR_LIMIT, PAIR_WINDOW)
