@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -297,14 +298,14 @@ class Simulator:
             await self.service.update_bed(who, code, version, "available")
 
 
-async def seed(settings: Settings, rng: random.Random) -> str | None:
-    """Seed an empty database; returns a fresh admin token (None when already seeded)."""
+async def seed(settings: Settings, rng: random.Random) -> bool:
+    """Seed an empty database; False when it was seeded already."""
     writer, reader = open_engines(settings.database_url)
     try:
         await migrate.upgrade(writer)
         async with reader.connect() as conn:
             if (await conn.execute(select(func.count()).select_from(wards))).scalar():
-                return None
+                return False
         await load_layout(writer, parse_layout(demo_layout()))
         from whiteboard.fanout.memory import MemoryBroker
 
@@ -317,7 +318,32 @@ async def seed(settings: Settings, rng: random.Random) -> str | None:
                 who, edd_days=rng.choice([-2, -1, 0, 0, 1, 1, 2, 3, 5, 8]) if n % 3 else None
             )
         repo.close()
-        return await accounts.create_token(writer, f"demo-admin-{rng.randint(1000, 9999)}", "admin")
+        return True
+    finally:
+        await writer.dispose()
+        await reader.dispose()
+
+
+#: Demo sign-ins, one per role; the password is printed (and reset) on every demo start.
+DEMO_USERS = (
+    ("admin", "admin"),
+    ("nurse", "nurse"),
+    ("doctor", "doctor"),
+    ("ipc", "ipc"),
+    ("beds", "bed_manager"),
+)
+DEMO_PASSWORD = "whiteboard-demo"  # noqa: S105 - a made-up hospital's sign-in, printed on purpose
+
+
+async def demo_access(settings: Settings) -> tuple[str, str]:
+    """Demo logins (reset each start) and a fresh wall-display pairing path for ward J12."""
+    writer, reader = open_engines(settings.database_url)
+    try:
+        for name, role in DEMO_USERS:
+            await accounts.add_user(writer, name, role, DEMO_PASSWORD)
+        token = await accounts.create_token(writer, f"demo-admin-{secrets.token_hex(3)}", "admin")
+        _display_id, code = await accounts.add_display(writer, "J12", "J12 demo wall")
+        return token, code
     finally:
         await writer.dispose()
         await reader.dispose()
@@ -325,22 +351,22 @@ async def seed(settings: Settings, rng: random.Random) -> str | None:
 
 def run_demo(settings: Settings, host: str, port: int) -> None:
     rng = random.Random()
-    print("Seeding the demo hospital (first run only, about 20 seconds)…", flush=True)
-    token = asyncio.run(seed(settings, rng))
+    print("Preparing the demo hospital (the first run seeds it: about 20 seconds)…", flush=True)
+    asyncio.run(seed(settings, rng))
+    token, code = asyncio.run(demo_access(settings))
     base = f"http://{host}:{port}"
-    print("Ward whiteboard demo", flush=True)
-    print(f"  wards:      {base}/api/v1/wards", flush=True)
-    print(f"  live board: ws://{host}:{port}/ws/wards/J12?view=clinical", flush=True)
-    print(f"  health:     {base}/readyz", flush=True)
-    if token:
-        print("  admin token (shown once; `whiteboard token create` makes more):", flush=True)
-        print(f"    {token}", flush=True)
-    else:
-        print(
-            "  (demo database already seeded; make a token with "
-            "`whiteboard token create --name me --role admin`)",
-            flush=True,
-        )
+    lines = [
+        "Ward whiteboard demo: a made-up two-site hospital; its PAS feed moves someone every few seconds",
+        f"  sign in:        {base}/login   as {', '.join(n for n, _ in DEMO_USERS)} "
+        f"(password {DEMO_PASSWORD})",
+        f"  wards:          {base}/            tablet board: {base}/wards/J12",
+        f"  IPC board:      {base}/ipc        capacity: {base}/capacity",
+        f"  wall display:   {base}/displays/pair#{code}   (pairs this browser as J12's wall; 10 minutes)",
+        f"  API token:      {token}",
+        f"  watch a ward:   .venv/bin/python scripts/watch.py J12 {token} --url ws://{host}:{port}",
+        f"  health:         {base}/readyz",
+    ]
+    print("\n".join(lines), flush=True)
     asyncio.run(_serve_with_simulator(settings, host, port, rng))
 
 
