@@ -10,12 +10,19 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from whiteboard.errors import BadRequest, PayloadTooLarge, Throttled, WhiteboardError
+from whiteboard.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    Throttled,
+    Unauthenticated,
+    WhiteboardError,
+)
 from whiteboard.fanout.base import Broker
 from whiteboard.fanout.hub import Hub
 from whiteboard.fanout.memory import MemoryBroker
@@ -23,6 +30,7 @@ from whiteboard.hl7.feed import Feed
 from whiteboard.hl7.mllp import start_mllp_server
 from whiteboard.routes import api, audit, health, login, openapi, pages, pairing, ws
 from whiteboard.routes.auth import Cookies
+from whiteboard.routes.origin import is_https
 from whiteboard.routes.requests import MAX_BODY
 from whiteboard.routes.web import static_app
 from whiteboard.service import BoardService
@@ -63,6 +71,7 @@ def create_app(
             heartbeat_seconds=settings.heartbeat_seconds,
             catch_up_seconds=settings.catch_up_seconds,
             queue_limit=settings.queue_limit,
+            session_limits=settings.session_limits,
         )
         app.state.settings = settings
         app.state.writer, app.state.reader = writer, reader
@@ -70,6 +79,7 @@ def create_app(
         app.state.hub = hub
         app.state.service = BoardService(repo, the_broker)
         app.state.cookies = Cookies(settings.secret_key)
+        app.state.session_limits = settings.session_limits
         app.state.feed = Feed(app.state.service)
         await hub.start()
         await the_broker.start()
@@ -104,7 +114,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={WhiteboardError: on_error, HTTPException: on_http_error, Exception: on_crash},
-        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit)],
+        middleware=[Middleware(SecurityHeaders, settings=settings), Middleware(BodyLimit)],
     )
     return app
 
@@ -118,6 +128,9 @@ def error_response(request: Request, exc: WhiteboardError) -> Response:
 
 async def on_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WhiteboardError)
+    if isinstance(exc, Unauthenticated | Forbidden):
+        # Refused authorisations are part of the audit trail (the message names no patient).
+        log.warning("refused %s %s: %s %s", request.method, request.url.path, exc.http_status, exc.message)
     return error_response(request, exc)
 
 
@@ -169,19 +182,25 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """Every HTTP response: CSP without inline script, no framing, no sniffing, a referrer policy."""
+    """Every HTTP response: CSP without inline script, no framing, no sniffing, a referrer
+    policy; and HSTS when the request came over HTTPS (directly or via a trusted proxy)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        https = is_https(HTTPConnection(scope), self.settings)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                if https:
+                    headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
                 headers += [
                     (b"content-security-policy", CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),

@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from whiteboard.store.accounts import SessionLimits
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///whiteboard.db"
 
@@ -64,6 +67,16 @@ SETTINGS: tuple[Setting, ...] = (
         "256",
     ),
     Setting(
+        "WHITEBOARD_SESSION_IDLE_MINUTES",
+        "Minutes without activity after which a staff session ends (its sockets close).",
+        "15",
+    ),
+    Setting(
+        "WHITEBOARD_SESSION_MAX_HOURS",
+        "Hours after sign-in after which a staff session ends, active or not.",
+        "12",
+    ),
+    Setting(
         "WHITEBOARD_VERIFY_BOARD_CACHE",
         "1 to check every cached board against a fresh read of the store before a write (the test "
         "suite runs this way; it costs a full board read per write).",
@@ -86,7 +99,16 @@ class Settings:
     catch_up_seconds: float = 1.0
     queue_limit: int = 256
     verify_board_cache: bool = False
+    session_idle_minutes: int = 15
+    session_max_hours: int = 12
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def session_limits(self) -> SessionLimits:
+        return SessionLimits(
+            idle=timedelta(minutes=self.session_idle_minutes),
+            absolute=timedelta(hours=self.session_max_hours),
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -133,6 +155,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_level=(env.get("WHITEBOARD_LOG_LEVEL") or "INFO").upper(),
         queue_limit=_positive_int(env, "WHITEBOARD_WS_QUEUE_LIMIT", 256),
         verify_board_cache=_flag(env, "WHITEBOARD_VERIFY_BOARD_CACHE"),
+        session_idle_minutes=_positive_int(env, "WHITEBOARD_SESSION_IDLE_MINUTES", 15),
+        session_max_hours=_positive_int(env, "WHITEBOARD_SESSION_MAX_HOURS", 12),
     )
 
 

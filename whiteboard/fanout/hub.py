@@ -159,12 +159,14 @@ class Hub:
         heartbeat_seconds: float = 5.0,
         catch_up_seconds: float = 1.0,
         queue_limit: int = 256,
+        session_limits: accounts.SessionLimits | None = None,
     ) -> None:
         self.repo = repo
         self.broker = broker
         self.heartbeat_seconds = heartbeat_seconds
         self.catch_up_seconds = catch_up_seconds
         self.queue_limit = queue_limit
+        self.session_limits = session_limits or accounts.SessionLimits()
         self.channels: dict[str, WardChannel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._joining: dict[str, asyncio.Lock] = {}
@@ -292,10 +294,11 @@ class Hub:
                 channel.inbox.put_nowait(None)
 
     async def _end_revoked(self) -> None:
-        """Close (1008) the sockets of tokens revoked, users disabled and displays revoked since
-        they connected — by any process or the CLI, so it is read from the store, not the broker."""
+        """Close (1008) the sockets of tokens revoked, users disabled, sessions signed out or
+        expired, and displays revoked since they connected — by any process or the CLI, so it
+        is read from the store, not the broker."""
         clients = [c for channel in self.channels.values() for c in channel.all_clients()]
-        gone = await accounts.revoked(self.repo.reader, {c.principal for c in clients})
+        gone = await accounts.revoked(self.repo.reader, {c.principal for c in clients}, self.session_limits)
         for client in clients:
             if client.principal in gone:
                 client.end(CLOSE_POLICY, f"{client.principal.kind} {client.principal.name} no longer allowed")

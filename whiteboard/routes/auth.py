@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +19,13 @@ from starlette.requests import HTTPConnection
 from whiteboard.errors import Forbidden, Unauthenticated
 from whiteboard.store import accounts
 from whiteboard.store.accounts import Principal
+from whiteboard.types import iso_z, utc_now
 
 SESSION_COOKIE = "wb_session"
 DISPLAY_COOKIE = "wb_display"
-SESSION_IDLE_SECONDS = 15 * 60
-SESSION_ABSOLUTE_SECONDS = 12 * 3600
+#: Outer bound of a session cookie's life; the settings' limits (default 12 h) are enforced on
+#: the server-side session itself.
+SESSION_ABSOLUTE_SECONDS = 24 * 3600
 DISPLAY_COOKIE_SECONDS = 400 * 24 * 3600
 
 
@@ -40,19 +41,19 @@ class Cookies:
         self.sessions = URLSafeTimedSerializer(secret_key, salt="whiteboard.session")
         self.displays = URLSafeTimedSerializer(secret_key, salt="whiteboard.display")
 
-    def session_value(self, username: str, epoch: int, issued: float | None = None) -> tuple[str, str]:
+    def session_value(self, session_id: str) -> tuple[str, str]:
+        """The cookie for a server-side session, and the session's CSRF token."""
         csrf = secrets.token_urlsafe(24)
-        value = self.sessions.dumps({"u": username, "e": epoch, "i": int(issued or time.time()), "c": csrf})
-        return value, csrf
+        return self.sessions.dumps({"s": session_id, "c": csrf}), csrf
 
     def read_session(self, value: str) -> dict[str, Any] | None:
+        # The signature's age is only an outer bound: the session row decides (idle, absolute,
+        # signed out, user disabled).
         try:
-            data = self.sessions.loads(value, max_age=SESSION_IDLE_SECONDS)
+            data = self.sessions.loads(value, max_age=SESSION_ABSOLUTE_SECONDS)
         except BadSignature:
             return None
-        if not isinstance(data, dict) or time.time() - int(data.get("i", 0)) > SESSION_ABSOLUTE_SECONDS:
-            return None
-        return data
+        return data if isinstance(data, dict) and isinstance(data.get("s"), str) else None
 
     def display_value(self, display_id: str) -> str:
         return self.displays.dumps({"d": display_id})
@@ -80,8 +81,12 @@ async def identify(conn: HTTPConnection, cookies: Cookies, engine: Any) -> Calle
     if raw:
         data = cookies.read_session(raw)
         if data is not None:
-            principal = await accounts.user_session(engine, str(data.get("u")), int(data.get("e", -1)))
-            if principal is not None:
+            state = conn.app.state
+            found = await accounts.session_principal(engine, data["s"], state.session_limits)
+            if found is not None:
+                principal, last_seen = found
+                if conn.scope["type"] == "http":
+                    await _touch(state, principal, last_seen)
                 return Caller(principal, "session", csrf=str(data.get("c")))
     raw = conn.cookies.get(DISPLAY_COOKIE)
     if raw:
@@ -91,6 +96,13 @@ async def identify(conn: HTTPConnection, cookies: Cookies, engine: Any) -> Calle
             if principal is not None:
                 return Caller(principal, "display")
     return None
+
+
+async def _touch(state: Any, principal: Principal, last_seen: str) -> None:
+    """A request is activity: slide the idle timeout (at most one write per `touch_every`)."""
+    limits: accounts.SessionLimits = state.session_limits
+    if principal.session and last_seen < iso_z(utc_now() - limits.touch_every):
+        await accounts.touch_session(state.writer, principal.session)
 
 
 async def require(conn: HTTPConnection) -> Caller:

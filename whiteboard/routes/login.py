@@ -9,6 +9,7 @@ the oldest failure ages out. Sign-out is a POST carrying the session's CSRF toke
 from __future__ import annotations
 
 import hmac
+import logging
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -32,6 +33,8 @@ from whiteboard.routes.web import (
 from whiteboard.store import accounts
 
 MAX_FIELD = 1000
+
+log = logging.getLogger("whiteboard.auth")
 
 
 def _login_page(
@@ -92,6 +95,11 @@ async def login_submit(request: Request) -> Response:
     )
     if checked is None:
         window.fail(*keys)
+        log.warning(
+            "failed sign-in for %r from %s",
+            username[:100],
+            client_address(request, request.app.state.settings),
+        )
         return _login_page(
             request,
             next_path=next_path,
@@ -99,9 +107,16 @@ async def login_submit(request: Request) -> Response:
             error="The username or password is not right, or the account is disabled.",
             status=401,
         )
-    principal, epoch = checked
+    principal, _epoch = checked
     window.reset(keys[0])
-    value, _csrf = request.app.state.cookies.session_value(principal.name, epoch)
+    session_id = await accounts.start_session(request.app.state.writer, principal.name)
+    value, _csrf = request.app.state.cookies.session_value(session_id)
+    log.info(
+        "sign-in: %s (%s) from %s",
+        principal.name,
+        principal.role,
+        client_address(request, request.app.state.settings),
+    )
     response = RedirectResponse(next_path, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, value, max_age=SESSION_ABSOLUTE_SECONDS)
     response.headers["Cache-Control"] = "no-store"
@@ -130,6 +145,10 @@ async def logout_submit(request: Request) -> Response:
             caller=caller,
             status=403,
         )
+    if caller is not None and caller.via == "session" and caller.principal.session:
+        # Ends the session on the server: its sockets close (1008) within a second or two.
+        await accounts.end_session(request.app.state.writer, caller.principal.session)
+        log.info("sign-out: %s", caller.principal.name)
     response = RedirectResponse("/login", status_code=303)
     clear_cookie(request, response, SESSION_COOKIE)
     response.headers["Cache-Control"] = "no-store"

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.board.roles import ASSIGNABLE_ROLES, USER_ROLES
 from whiteboard.errors import Conflict, Invalid, NotFound
-from whiteboard.store.tables import displays, tokens, users, wards
+from whiteboard.store.tables import displays, sessions, tokens, users, wards
 from whiteboard.types import iso_z, now_z, utc_now
 
 TOKEN_PREFIX = "wbt_"  # noqa: S105 - a prefix, not a secret
@@ -41,6 +41,7 @@ class Principal:
     name: str
     role: str
     ward: str | None = None  # displays only: the one ward they may read
+    session: str | None = None  # users signed in with a cookie: their server-side session
 
     @property
     def actor(self) -> str:
@@ -151,6 +152,11 @@ async def disable_user(engine: AsyncEngine, username: str) -> None:
         )
         if result.rowcount == 0:
             raise NotFound(f"no user named {username}")
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.username == username, sessions.c.ended_at.is_(None))
+            .values(ended_at=now_z())
+        )
 
 
 async def check_password(engine: AsyncEngine, username: str, password: str) -> tuple[Principal, int] | None:
@@ -175,6 +181,68 @@ async def user_session(engine: AsyncEngine, username: str, epoch: int) -> Princi
     if row is None or not row.enabled or int(row.session_epoch) != epoch:
         return None
     return Principal("user", row.username, row.role)
+
+
+# --- staff sessions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    idle: timedelta = timedelta(minutes=15)
+    absolute: timedelta = timedelta(hours=12)
+    #: How stale `last_seen_at` may get before a request writes it again (saves a write per hit).
+    touch_every: timedelta = timedelta(seconds=30)
+
+
+async def start_session(engine: AsyncEngine, username: str) -> str:
+    session_id = secrets.token_urlsafe(32)
+    now = now_z()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sessions.insert().values(id=session_id, username=username, created_at=now, last_seen_at=now)
+        )
+    return session_id
+
+
+def _live_session(limits: SessionLimits) -> Any:
+    now = utc_now()
+    return (
+        sessions.c.ended_at.is_(None)
+        & (sessions.c.last_seen_at > iso_z(now - limits.idle))
+        & (sessions.c.created_at > iso_z(now - limits.absolute))
+    )
+
+
+async def session_principal(
+    engine: AsyncEngine, session_id: str, limits: SessionLimits
+) -> tuple[Principal, str] | None:
+    """The signed-in user and when they were last seen, while the session is live and the
+    user enabled."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(users.c.username, users.c.role, sessions.c.last_seen_at)
+                .join(users, users.c.username == sessions.c.username)
+                .where(sessions.c.id == session_id, users.c.enabled, _live_session(limits))
+            )
+        ).first()
+    if row is None:
+        return None
+    return Principal("user", row.username, row.role, session=session_id), row.last_seen_at
+
+
+async def touch_session(engine: AsyncEngine, session_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(sessions).where(sessions.c.id == session_id).values(last_seen_at=now_z()))
+
+
+async def end_session(engine: AsyncEngine, session_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.id == session_id, sessions.c.ended_at.is_(None))
+            .values(ended_at=now_z())
+        )
 
 
 # --- wall displays -----------------------------------------------------------------------------
@@ -255,13 +323,25 @@ async def display_principal(engine: AsyncEngine, display_id: str) -> Principal |
     return None if row is None else Principal("display", row.id, "display", ward=row.ward_code)
 
 
-async def revoked(engine: AsyncEngine, principals: set[Principal]) -> set[Principal]:
-    """Those of `principals` no longer allowed in: a revoked token or display, a disabled user."""
+async def revoked(
+    engine: AsyncEngine, principals: set[Principal], limits: SessionLimits | None = None
+) -> set[Principal]:
+    """Those of `principals` no longer allowed in: a revoked token or display, a disabled user,
+    a session signed out, idled out or past its absolute limit."""
     names: dict[str, set[str]] = {"token": set(), "user": set(), "display": set()}
     for p in principals:
         names.setdefault(p.kind, set()).add(p.name)
     live: set[tuple[str, str]] = set()
+    session_ids = {p.session for p in principals if p.session}
+    live_sessions: set[str] = set()
     async with engine.connect() as conn:
+        if session_ids:
+            result = await conn.execute(
+                select(sessions.c.id).where(
+                    sessions.c.id.in_(session_ids), _live_session(limits or SessionLimits())
+                )
+            )
+            live_sessions = {r.id for r in result}
         if names["token"]:
             result = await conn.execute(
                 select(tokens.c.name).where(tokens.c.name.in_(names["token"]), tokens.c.revoked_at.is_(None))
@@ -279,4 +359,8 @@ async def revoked(engine: AsyncEngine, principals: set[Principal]) -> set[Princi
                 )
             )
             live |= {("display", r.id) for r in result}
-    return {p for p in principals if (p.kind, p.name) not in live}
+    return {
+        p
+        for p in principals
+        if (p.kind, p.name) not in live or (p.session and p.session not in live_sessions)
+    }

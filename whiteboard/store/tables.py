@@ -155,6 +155,16 @@ users = Table(
     Column("session_epoch", Integer, nullable=False, default=0),
 )
 
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(100), nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+    Column("last_seen_at", String(32), nullable=False),
+    Column("ended_at", String(32), nullable=True),
+)
+
 displays = Table(
     "displays",
     metadata,
