@@ -32,6 +32,7 @@ from whiteboard.routes import api, audit, health, login, openapi, pages, pairing
 from whiteboard.routes.auth import Cookies
 from whiteboard.routes.origin import is_https
 from whiteboard.routes.requests import MAX_BODY
+from whiteboard.routes.throttle import TokenBucket
 from whiteboard.routes.web import static_app
 from whiteboard.service import BoardService
 from whiteboard.settings import Settings
@@ -80,6 +81,7 @@ def create_app(
         app.state.service = BoardService(repo, the_broker)
         app.state.cookies = Cookies(settings.secret_key)
         app.state.session_limits = settings.session_limits
+        app.state.write_limit = TokenBucket(settings.write_rate, burst=settings.write_rate * 5)
         app.state.feed = Feed(app.state.service)
         await hub.start()
         await the_broker.start()

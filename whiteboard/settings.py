@@ -77,6 +77,11 @@ SETTINGS: tuple[Setting, ...] = (
         "12",
     ),
     Setting(
+        "WHITEBOARD_WRITE_RATE",
+        "API writes a second allowed to one token or user (bursts of five times that); more get 429.",
+        "100",
+    ),
+    Setting(
         "WHITEBOARD_VERIFY_BOARD_CACHE",
         "1 to check every cached board against a fresh read of the store before a write (the test "
         "suite runs this way; it costs a full board read per write).",
@@ -101,6 +106,7 @@ class Settings:
     verify_board_cache: bool = False
     session_idle_minutes: int = 15
     session_max_hours: int = 12
+    write_rate: int = 100
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -157,6 +163,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         verify_board_cache=_flag(env, "WHITEBOARD_VERIFY_BOARD_CACHE"),
         session_idle_minutes=_positive_int(env, "WHITEBOARD_SESSION_IDLE_MINUTES", 15),
         session_max_hours=_positive_int(env, "WHITEBOARD_SESSION_MAX_HOURS", 12),
+        write_rate=_positive_int(env, "WHITEBOARD_WRITE_RATE", 100),
     )
 
 

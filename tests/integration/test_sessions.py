@@ -125,3 +125,28 @@ async def test_hsts_only_when_the_request_came_over_https(tmp_path) -> None:
                 assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     finally:
         h.server.stop()
+
+
+async def test_a_token_writing_too_fast_gets_429_with_retry_after(tmp_path) -> None:
+    h = make_hospital(tmp_path, wards=1, env={"WHITEBOARD_WRITE_RATE": "2"})
+    await h.server.astart()
+    try:
+        async with h.client() as api:
+            bed = (await api.get("/api/v1/wards/W01")).json()["beds"][0]
+            before = (await api.get("/api/v1/wards/W01")).json()["seq"]
+            answers = [
+                await api.patch(
+                    f"/api/v1/beds/{bed['code']}", json={"state": "closed"}, headers={"If-Match": '"999"'}
+                )
+                for _ in range(15)
+            ]
+            codes = [r.status_code for r in answers]
+            assert codes[:10] == [412] * 10  # a burst of five times the rate is allowed
+            throttled = [r for r in answers if r.status_code == 429]
+            assert throttled and int(throttled[0].headers["retry-after"]) >= 1
+            assert throttled[0].json()["error"]["code"] == "throttled"
+            assert (await api.get("/api/v1/wards/W01")).json()["seq"] == before
+            # Reads are never throttled.
+            assert (await api.get("/api/v1/wards")).status_code == 200
+    finally:
+        h.server.stop()

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from whiteboard.board.roles import allowed
 from whiteboard.board.views import VIEWS, bed_json, flag_detail_json, snapshot, stay_json
-from whiteboard.errors import BadRequest, Forbidden, NotFound
+from whiteboard.errors import BadRequest, Forbidden, NotFound, Throttled
 from whiteboard.routes.auth import Caller, check_csrf, require
 from whiteboard.routes.requests import (
     AdmitBody,
@@ -51,7 +51,14 @@ async def writer(request: Request, action: str) -> Caller:
     caller = await require(request)
     authorise(caller, action)
     check_csrf(request, caller)
+    throttle_writes(request, caller)
     return caller
+
+
+def throttle_writes(request: Request, caller: Caller) -> None:
+    wait = request.app.state.write_limit.take(caller.principal.actor)
+    if wait is not None:
+        raise Throttled(f"too many writes from {caller.principal.actor}; slow down", wait)
 
 
 def service(request: Request) -> BoardService:
@@ -205,6 +212,7 @@ async def post_hl7(request: Request) -> Response:
     caller = await require(request)
     authorise(caller, "post_hl7")
     check_csrf(request, caller)
+    throttle_writes(request, caller)
     raw = await read_body(request)
     ack = await request.app.state.feed.receive(raw)
     return Response(

@@ -90,3 +90,30 @@ def login_window(conn: HTTPConnection) -> SlidingWindow:
 
 def pairing_window(conn: HTTPConnection) -> SlidingWindow:
     return window(conn, "pairing", PAIR_LIMIT, PAIR_WINDOW)
+
+
+class TokenBucket:
+    """Writes per caller: `rate` a second on average, bursts of up to `burst`.
+
+    A runaway script or a stuck client retrying in a loop gets 429 with Retry-After instead of
+    starving every ward's writes; people and the feed stay far below it.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, as of)
+
+    def take(self, key: str) -> int | None:
+        """Spend one write for `key`; None when allowed, else the seconds to wait."""
+        now = self.clock()
+        tokens, since = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - since) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return max(1, math.ceil((1 - tokens) / self.rate))
+        if len(self._buckets) >= MAX_KEYS and key not in self._buckets:
+            self._buckets.pop(next(iter(self._buckets)))
+        self._buckets[key] = (tokens - 1, now)
+        return None
