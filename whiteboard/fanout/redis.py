@@ -7,8 +7,8 @@ Redis is news, never truth. `publish` only queues: a single publisher task sends
 absent Redis never delays a write. While Redis is down, news is dropped, not hoarded — every
 process repairs from the event log by seq (the hub's catch-up loop), and when the connection
 returns the subscriber re-subscribes and asks the hub to catch up at once. Outages and
-recoveries are logged once each, not per attempt; reconnects back off from 0.1 s to 2 s so
-fanout is back within about 2 s of Redis returning.
+recoveries are logged once each, not per attempt; reconnects back off from 0.1 s to 1 s so
+fanout is back within about a second of Redis returning.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from whiteboard.fanout.base import Broker
 log = logging.getLogger("whiteboard.redis")
 
 BACKOFF_FIRST = 0.1
-BACKOFF_CAP = 2.0
+BACKOFF_CAP = 1.0
 OUTBOX_LIMIT = 10_000
 
 
@@ -170,8 +170,9 @@ class RedisBroker(Broker):
             except (RedisError, OSError) as exc:
                 self._mark(False, type(exc).__name__)
             await self._close_subscriber()
-            # Jittered backoff, so many processes do not reconnect in lockstep.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            # Jittered backoff, so many processes do not reconnect in lockstep; never over the
+            # cap, so fanout is back within about a second of Redis returning.
+            await asyncio.sleep(min(BACKOFF_CAP, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, BACKOFF_CAP)
 
     async def _connect_subscriber(self) -> None:
@@ -179,6 +180,9 @@ class RedisBroker(Broker):
         self._pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self.control_channel, *(self.ward_channel(w) for w in self._followed))
         assert self._publisher is not None
+        # The publisher's pooled connections may predate the outage: drop them rather than
+        # spend the first publish (and this reconnect) finding out they are dead.
+        await self._publisher.connection_pool.disconnect()
         await self._publisher.ping()
         self._mark(True)
         # News may have been lost while we were away: every channel reads the log now.

@@ -69,6 +69,8 @@ async def _handshake(websocket: WebSocket) -> tuple[Caller, str, View, int | Non
     if raw_since is not None and (not raw_since.isdigit() or len(raw_since) > 15):
         raise BadRequest("since must be a whole number")
     ward = websocket.path_params["ward"]
+    if "\x00" in ward:
+        raise BadRequest("the ward code holds a NUL character")
     may_read_ward(caller, ward, view)
     if not await state.service.repo.ward_exists(ward):
         raise NotFound(f"ward {ward} is not known")
