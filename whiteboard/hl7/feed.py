@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 
 from whiteboard.board.commands import Scene
@@ -26,7 +26,8 @@ from whiteboard.hl7.parse import AdtMessage, Hl7Refused, parse_adt
 from whiteboard.metrics import METRICS
 from whiteboard.service import BoardService, new_id
 from whiteboard.store import rows
-from whiteboard.store.tables import beds, hl7_messages, patients, stays, wards
+from whiteboard.store import statements as st
+from whiteboard.store.tables import stays, wards
 from whiteboard.types import iso_z, now_z, utc_now
 
 log = logging.getLogger("whiteboard.hl7")
@@ -112,13 +113,24 @@ class Feed:
             return set(facts["wards"])
 
         def plan(conn: Connection, _scene: Scene) -> FeedCommand:
-            self._refuse_duplicate(conn, adt)
+            # Recording the control ID is the duplicate check: the row is there already, or the
+            # message is new. Either way it commits with the change, or not at all.
+            remember = {
+                "sender": sender_of(adt),
+                "control_id": adt.control_id,
+                "received_at": now_z(),
+                "event": adt.event,
+            }
+            if conn.execute(st.record_message(conn.dialect.name), remember).rowcount == 0:
+                raise AlreadyApplied()
             found: Patient | None = facts["patient"]
             late = found is not None and facts["feed_time"] is not None and event_time < facts["feed_time"]
+            patient = self._patient(adt, found)
+            facts["patient_id"] = patient.id
             return FeedCommand(
                 event=adt.event,
                 message_id=f"{sender_of(adt)}:{adt.control_id}",
-                patient=self._patient(adt, found),
+                patient=patient,
                 new_stay_id=new_id("s"),
                 open_stay_id=facts["open_stay"],
                 discharged=facts["discharged"],
@@ -132,21 +144,9 @@ class Feed:
             )
 
         def after(conn: Connection) -> None:
-            conn.execute(
-                hl7_messages.insert().values(
-                    sender=sender_of(adt), control_id=adt.control_id, received_at=now_z(), event=adt.event
-                )
-            )
-            patient_id = facts["patient"].id if facts["patient"] else None
-            if patient_id is None:
-                patient_id = self._patient_id_by(conn, adt)
-            if patient_id is not None:
-                conn.execute(
-                    update(patients)
-                    .where(patients.c.id == patient_id)
-                    .where((patients.c.feed_time.is_(None)) | (patients.c.feed_time < event_time))
-                    .values(feed_time=event_time)
-                )
+            # The patient row exists by now (a new patient was written with the outcome), unless
+            # nothing was kept of them (a late message for someone never admitted).
+            conn.execute(st.SET_FEED_TIME, {"p_id": facts["patient_id"], "p_time": event_time})
 
         committed = await self.repo.run(actor, now_z(), find_wards, plan, decider=decide_feed, after=after)
         await self.service.announce(committed.records)
@@ -155,7 +155,8 @@ class Feed:
 
     def _facts(self, conn: Connection, adt: AdtMessage) -> dict[str, Any]:
         """The patient, their open stay, and every ward this message may touch."""
-        found = self.repo.find_patient(conn, adt.nhs_number, adt.mrn)
+        row = self.repo.find_patient_row(conn, adt.nhs_number, adt.mrn)
+        found = None if row is None else rows.patient_from(row._mapping)
         if adt.nhs_number and found is not None and found.nhs_number and found.nhs_number != adt.nhs_number:
             raise Conflict(f"PID-3: MRN {adt.mrn} belongs to a patient with a different NHS number")
         if found is None and adt.event != "A01":
@@ -175,7 +176,7 @@ class Feed:
         feed_time: str | None = None
         last_ward: str | None = None
         if found is not None:
-            feed_time = conn.execute(select(patients.c.feed_time).where(patients.c.id == found.id)).scalar()
+            feed_time = row.feed_time
             row = (
                 conn.execute(
                     select(stays.c.id, stays.c.ward_code, stays.c.previous).where(
@@ -211,15 +212,6 @@ class Feed:
             "wards": sorted(ward_set),
         }
 
-    def _refuse_duplicate(self, conn: Connection, adt: AdtMessage) -> None:
-        seen = conn.execute(
-            select(hl7_messages.c.control_id).where(
-                hl7_messages.c.sender == sender_of(adt), hl7_messages.c.control_id == adt.control_id
-            )
-        )
-        if seen.first() is not None:
-            raise AlreadyApplied()
-
     def _last_discharged(self, conn: Connection, patient_id: str) -> Stay | None:
         found = rows.load_stays(
             conn, (stays.c.patient_id == patient_id) & ~stays.c.is_open & (stays.c.end_reason == "discharged")
@@ -234,20 +226,15 @@ class Feed:
         }
         return max(found, key=lambda s: ended.get(s.id) or "")
 
-    @staticmethod
-    def _ward_of_bed(conn: Connection, code: str) -> str:
-        ward = (conn.execute(select(beds.c.ward_code).where(beds.c.code == code))).scalar()
-        if ward is None:
-            raise NotFound(f"PV1-3: bed {code} is not known")
-        return str(ward)
+    def _ward_of_bed(self, conn: Connection, code: str) -> str:
+        try:
+            return self.repo.ward_of_bed(conn, code)
+        except NotFound:
+            raise NotFound(f"PV1-3: bed {code} is not known") from None
 
     @staticmethod
     def _ward_exists(conn: Connection, code: str) -> bool:
         return (conn.execute(select(wards.c.code).where(wards.c.code == code))).first() is not None
-
-    def _patient_id_by(self, conn: Connection, adt: AdtMessage) -> str | None:
-        found = self.repo.find_patient(conn, adt.nhs_number, adt.mrn)
-        return None if found is None else found.id
 
     @staticmethod
     def _patient(adt: AdtMessage, found: Patient | None) -> Patient:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.board.commands import Scene
@@ -25,6 +24,7 @@ from whiteboard.board.rules import decide
 from whiteboard.board.views import bed_json, stay_json
 from whiteboard.errors import NotFound
 from whiteboard.store import rows
+from whiteboard.store import statements as st
 from whiteboard.store.engine import sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
@@ -94,6 +94,7 @@ class Repository:
         self.reader = reader or writer
         self._dialect = writer.dialect.name
         self.cache = BoardCache()
+        self._bed_wards: dict[str, str] = {}
         #: Check every cached board against a fresh load (tests turn this on).
         self.verify_cache = verify_cache
         self._sync_writer: Engine | None = None
@@ -178,11 +179,7 @@ class Repository:
         """The boards of `ward_codes` as committed, from the cache when it is still exact."""
         if not ward_codes:
             return {}, {}
-        found = conn.execute(
-            select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
-                wards.c.code.in_(sorted(ward_codes))
-            )
-        )
+        found = conn.execute(st.WARD_VERSIONS, {"codes": sorted(ward_codes)})
         versions = {code: (int(seq), int(layout)) for code, seq, layout in found}
         out: dict[str, Board] = {}
         for code in sorted(ward_codes):
@@ -209,14 +206,15 @@ class Repository:
             payload: Json = {}
             if event.bed is not None:
                 payload["bed"] = bed_json(event.bed)
+                stay_id = None if event.bed.stay is None else event.bed.stay.id
                 conn.execute(
-                    update(beds)
-                    .where(beds.c.code == event.bed.code)
-                    .values(
-                        state=event.bed.state,
-                        version=event.bed.version,
-                        stay_id=None if event.bed.stay is None else event.bed.stay.id,
-                    )
+                    st.SET_BED,
+                    {
+                        "b_code": event.bed.code,
+                        "b_state": event.bed.state,
+                        "b_version": event.bed.version,
+                        "b_stay": stay_id,
+                    },
                 )
                 if event.bed.stay is not None:
                     touched_stays[event.bed.stay.id] = event.bed.stay
@@ -258,7 +256,7 @@ class Repository:
             self._upsert(conn, flags, rows.flag_row(flag), "id")
         if records:
             conn.execute(
-                events.insert(),
+                st.APPEND_EVENTS,
                 [
                     {
                         "ward_code": r.ward,
@@ -273,25 +271,24 @@ class Repository:
             )
             for code, seq in seqs.items():
                 if seq != scene.boards[code].seq:
-                    conn.execute(update(wards).where(wards.c.code == code).values(seq=seq))
+                    conn.execute(st.SET_WARD_SEQ, {"w_code": code, "w_seq": seq})
         return tuple(records)
 
     def _upsert(self, conn: Connection, table: Any, row: dict[str, Any], key: str) -> None:
-        dialect: Any = sqlite if self._dialect == "sqlite" else postgresql
-        stmt = dialect.insert(table).values(**row)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key], set_={k: v for k, v in row.items() if k != key}
-        )
-        conn.execute(stmt)
+        conn.execute(st.upsert_for(self._dialect, table, row, key), row)
 
     # --- lookups used while planning a command (inside the write transaction) -------------------
 
-    @staticmethod
-    def ward_of_bed(conn: Connection, code: str) -> str:
-        ward = (conn.execute(select(beds.c.ward_code).where(beds.c.code == code))).scalar()
+    def ward_of_bed(self, conn: Connection, code: str) -> str:
+        # A bed never changes ward (a layout load refuses to move one) and is never deleted,
+        # so what was found once stays true.
+        ward = self._bed_wards.get(code)
         if ward is None:
-            raise NotFound(f"bed {code} is not known")
-        return str(ward)
+            found = conn.execute(st.WARD_OF_BED, {"code": code}).scalar()
+            if found is None:
+                raise NotFound(f"bed {code} is not known")
+            self._bed_wards[code] = ward = str(found)
+        return ward
 
     @staticmethod
     def open_stay_ward(conn: Connection, stay_id: str) -> str:
@@ -320,19 +317,20 @@ class Repository:
         return rows.patient_from(row._mapping)
 
     @staticmethod
-    def find_patient(conn: Connection, nhs_number: str | None, mrn: str | None) -> Patient | None:
-        """The patient by NHS number, else by MRN (the feed's and the admit form's matching rule)."""
+    def find_patient_row(conn: Connection, nhs_number: str | None, mrn: str | None) -> Any:
+        """The patient's row by NHS number, else by MRN (the feed's and the admit form's rule)."""
         if nhs_number:
-            row = (conn.execute(select(patients).where(patients.c.nhs_number == nhs_number))).first()
+            row = conn.execute(st.PATIENT_BY_NHS, {"nhs": nhs_number}).first()
             if row is not None:
-                return rows.patient_from(row._mapping)
+                return row
         if mrn:
-            row = (
-                conn.execute(select(patients).where(patients.c.mrn == mrn).order_by(patients.c.id).limit(1))
-            ).first()
-            if row is not None:
-                return rows.patient_from(row._mapping)
+            return conn.execute(st.PATIENT_BY_MRN, {"mrn": mrn}).first()
         return None
+
+    @classmethod
+    def find_patient(cls, conn: Connection, nhs_number: str | None, mrn: str | None) -> Patient | None:
+        row = cls.find_patient_row(conn, nhs_number, mrn)
+        return None if row is None else rows.patient_from(row._mapping)
 
     @staticmethod
     def flags_of(conn: Connection, patient_id: str) -> tuple[Flag, ...]:

@@ -1,0 +1,62 @@
+"""The write path's statements, built once and run with bound parameters.
+
+Building a SQLAlchemy statement (and its cache key) costs several times what SQLite takes to
+run it; a feed message runs a dozen of them. These are the hot ones, built once per dialect
+and row shape and reused.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Executable
+
+from whiteboard.store.tables import beds, events, hl7_messages, metadata, patients, wards
+
+
+@cache
+def upsert(dialect_name: str, table_name: str, columns: tuple[str, ...], key: str) -> Executable:
+    """INSERT … ON CONFLICT (key) DO UPDATE of exactly `columns` (others keep their values)."""
+    table: Table = metadata.tables[table_name]
+    dialect: Any = sqlite if dialect_name == "sqlite" else postgresql
+    insert = dialect.insert(table)
+    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=[key], set_={c: insert.excluded[c] for c in columns if c != key}
+    )
+
+
+def upsert_for(dialect_name: str, table: Table, row: dict[str, Any], key: str) -> Executable:
+    return upsert(dialect_name, table.name, tuple(sorted(row)), key)
+
+
+@cache
+def record_message(dialect_name: str) -> Executable:
+    """Remember a feed message's control ID; does nothing if it is already there."""
+    dialect: Any = sqlite if dialect_name == "sqlite" else postgresql
+    return dialect.insert(hl7_messages).on_conflict_do_nothing(  # type: ignore[no-any-return]
+        index_elements=["sender", "control_id"]
+    )
+
+
+SET_BED = (
+    update(beds)
+    .where(beds.c.code == bindparam("b_code"))
+    .values(state=bindparam("b_state"), version=bindparam("b_version"), stay_id=bindparam("b_stay"))
+)
+SET_WARD_SEQ = update(wards).where(wards.c.code == bindparam("w_code")).values(seq=bindparam("w_seq"))
+APPEND_EVENTS = events.insert()
+WARD_VERSIONS = select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
+    wards.c.code.in_(bindparam("codes", expanding=True))
+)
+WARD_OF_BED = select(beds.c.ward_code).where(beds.c.code == bindparam("code"))
+PATIENT_BY_NHS = select(patients).where(patients.c.nhs_number == bindparam("nhs"))
+PATIENT_BY_MRN = select(patients).where(patients.c.mrn == bindparam("mrn")).order_by(patients.c.id).limit(1)
+SET_FEED_TIME = (
+    update(patients)
+    .where(patients.c.id == bindparam("p_id"))
+    .where((patients.c.feed_time.is_(None)) | (patients.c.feed_time < bindparam("p_time")))
+    .values(feed_time=bindparam("p_time"))
+)
