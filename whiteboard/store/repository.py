@@ -229,10 +229,15 @@ class Repository:
             records.append(record)
         for stay in touched_stays.values():
             touched_patients.setdefault(stay.patient.id, stay.patient)
+        # What the loaded boards already hold is already stored: write only what changed.
+        stored = {stay.id: stay for board in scene.boards.values() for stay in board.stays()}
+        stored_patients = {stay.patient.id: stay.patient for stay in stored.values()}
         for patient in touched_patients.values():
-            self._upsert(conn, patients, rows.patient_row(patient), "id")
+            if stored_patients.get(patient.id) != patient:
+                self._upsert(conn, patients, rows.patient_row(patient), "id")
         for stay in touched_stays.values():
-            self._upsert(conn, stays, rows.stay_row(stay), "id")
+            if stored.get(stay.id) != stay:
+                self._upsert(conn, stays, rows.stay_row(stay), "id")
         for ended in outcome.ended:
             self._upsert(conn, patients, rows.patient_row(ended.stay.patient), "id")
             self._upsert(
