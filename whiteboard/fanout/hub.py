@@ -170,6 +170,8 @@ class Hub:
         self.channels: dict[str, WardChannel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._joining: dict[str, asyncio.Lock] = {}
+        #: The last snapshot frame sent per (ward, view), with its seq.
+        self._snapshots: dict[tuple[str, str], tuple[int, str]] = {}
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -224,6 +226,15 @@ class Hub:
                     await channel.task
                 with contextlib.suppress(Exception):
                     await self.broker.unfollow(client.ward)
+
+    def snapshot_at(self, ward: str, view: str, seq: int) -> str | None:
+        hit = self._snapshots.get((ward, view))
+        return hit[1] if hit is not None and hit[0] == seq else None
+
+    def remember_snapshot(self, ward: str, view: str, seq: int, text: str) -> None:
+        if len(self._snapshots) > 4 * 1024:
+            self._snapshots.clear()
+        self._snapshots[(ward, view)] = (seq, text)
 
     def public_alerts(self, ward: str) -> frozenset[str]:
         channel = self.channels.get(ward)

@@ -18,6 +18,7 @@ import orjson
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.utils import ClientDisconnected
 
 from whiteboard.board.views import VIEWS, View, snapshot
 from whiteboard.errors import BadRequest, Forbidden, NotFound, Unauthenticated, WhiteboardError
@@ -93,9 +94,17 @@ async def first_frames(
             records = await repo.events_since(ward, since, limit=REPLAY_LIMIT, until=latest)
             if records and records[0].seq == since + 1:
                 return [(r.seq, render(r, view, alerts)) for r in records], records[-1].seq
+    # A ward's snapshot at a given seq never changes: sockets joining between two changes (a
+    # reconnect storm after a restart, say) share one read and one serialisation.
+    latest = (await repo.ward_seqs([ward])).get(ward, 0)
+    text = hub.snapshot_at(ward, view, latest)
+    if text is not None:
+        return [(latest, text)], latest
     board = await repo.board(ward)
     frame = {"type": "snapshot", "ward": ward, "seq": board.seq, "view": view, **_body(snapshot(board, view))}
-    return [(board.seq, orjson.dumps(frame).decode())], board.seq
+    text = orjson.dumps(frame).decode()
+    hub.remember_snapshot(ward, view, board.seq, text)
+    return [(board.seq, text)], board.seq
 
 
 def _body(snap: dict[str, Any]) -> dict[str, Any]:
@@ -113,18 +122,28 @@ async def ward_socket(websocket: WebSocket) -> None:
     client = hub.new_client(ward, view, StarletteSink(websocket), caller.principal)
     await hub.join(client)
     tasks: list[asyncio.Task[Any]] = []
+
+    def finished(task: asyncio.Task[Any]) -> None:
+        # The writer or the reader stopped: that is the end of this socket, one way or another.
+        if not task.cancelled() and task.exception() is not None:
+            if not isinstance(task.exception(), WebSocketDisconnect | ClientDisconnected):
+                log.error("ward %s socket failed: %r", ward, task.exception())
+                client.end(1011, "server error; reconnect with since")
+            else:
+                client.end(1000, "")
+                client.close_code = None
+        client.end(1000, "")
+
     try:
         initial, start = await first_frames(hub, ward, view, since)
+        # Two tasks a socket (the writer and the reader); this coroutine waits for the end.
         tasks = [
             asyncio.create_task(hub.pump(client, initial, start)),
             asyncio.create_task(_listen(websocket, client)),
-            asyncio.create_task(client.ended.wait()),
         ]
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
-                log.error("ward %s socket failed: %r", ward, task.exception())
-                client.end(1011, "server error; reconnect with since")
+        for task in tasks:
+            task.add_done_callback(finished)
+        await client.ended.wait()
     finally:
         for task in tasks:
             task.cancel()

@@ -352,7 +352,11 @@ class Repository:
     # --- reads ---------------------------------------------------------------------------------
 
     async def board(self, ward_code: str) -> Board:
+        """The ward as committed at one seq: every query of the read sees the same snapshot
+        (SQLite's deferred transaction does; PostgreSQL needs REPEATABLE READ for it)."""
         async with self.reader.connect() as conn:
+            if self._dialect != "sqlite":
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             board = await conn.run_sync(rows.load_board, ward_code)
         if board is None:
             raise NotFound(f"ward {ward_code} is not known")
