@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests.helpers import timeout
 from tests.integration.conftest import Hospital, open_socket
 
 CLINICAL_READERS = ("admin", "nurse", "doctor", "ipc", "bed_manager", "viewer")
@@ -56,3 +59,12 @@ async def test_a_display_reads_its_own_ward_in_the_display_view_only(hospital: H
         async with open_socket(hospital.ws_url("W03", "display"), cookie=cookie):
             pass
     assert refused.value.response.status_code == 403
+    # Revoking the display closes its socket (1008) within 2 s, whichever process holds it.
+    async with open_socket(hospital.ws_url("W03", "display"), cookie=cookie, origin=hospital.origin) as sock:
+        await sock.wait_for(lambda f: f["type"] == "snapshot")
+        listing = hospital.cli("display", "list").stdout.splitlines()
+        display_id = next(ln.split("\t")[0] for ln in listing if "sock test" in ln)
+        await asyncio.to_thread(hospital.cli, "display", "revoke", display_id)
+        started = time.perf_counter()
+        await asyncio.wait_for(sock.closed.wait(), timeout(3))
+        assert sock.conn.close_code == 1008 and time.perf_counter() - started < 2.5

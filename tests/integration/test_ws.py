@@ -316,3 +316,30 @@ async def test_closed_socket_on_server_shutdown_is_1012(tmp_path) -> None:
 
 
 _ = ConnectionClosed
+
+
+async def test_a_half_open_socket_is_reaped_within_thirty_seconds(hospital: Hospital) -> None:
+    """A client that vanished without closing (a tablet out of Wi-Fi) never answers pings: the
+    server pings every 10 s and gives up 20 s later, so its socket goes within 30 s."""
+    import socket as socketlib
+
+    raw = socketlib.create_connection(("127.0.0.1", hospital.server.port))
+    try:
+        raw.sendall(
+            (
+                "GET /ws/wards/W04?view=clinical HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {hospital.token}\r\n\r\n"
+            ).encode()
+        )
+        raw.setblocking(False)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        # Read (so the server is never blocked on a full buffer) but never answer a ping.
+        while True:
+            chunk = await asyncio.wait_for(loop.sock_recv(raw, 65536), timeout(40))
+            if not chunk:
+                break
+        assert time.perf_counter() - started < 31
+    finally:
+        raw.close()
