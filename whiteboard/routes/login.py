@@ -79,7 +79,7 @@ async def login_submit(request: Request) -> Response:
         )
     window = login_window(request)
     keys = [f"user:{username.lower()}", f"addr:{client_address(request, request.app.state.settings)}"]
-    wait = window.blocked(keys)
+    wait = await window.blocked(keys)
     if wait is not None:
         response = _login_page(
             request,
@@ -94,7 +94,7 @@ async def login_submit(request: Request) -> Response:
         await accounts.check_password(request.app.state.reader, username, password) if username else None
     )
     if checked is None:
-        window.fail(*keys)
+        await window.fail(*keys)
         log.warning(
             "failed sign-in for %r from %s",
             username[:100],
@@ -108,7 +108,7 @@ async def login_submit(request: Request) -> Response:
             status=401,
         )
     principal, _epoch = checked
-    window.reset(keys[0])
+    await window.reset(keys[0])
     session_id = await accounts.start_session(request.app.state.writer, principal.name)
     value, _csrf = request.app.state.cookies.session_value(session_id)
     log.info(

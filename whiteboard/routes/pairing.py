@@ -58,7 +58,7 @@ async def pair_form(request: Request) -> Response:
 async def pair_submit(request: Request) -> Response:
     window = pairing_window(request)
     key = f"addr:{client_address(request, request.app.state.settings)}"
-    wait = window.retry_after(key)
+    wait = await window.retry_after(key)
     if wait is not None:
         response = await _pair_page(
             request,
@@ -78,7 +78,7 @@ async def pair_submit(request: Request) -> Response:
         or not form_token_ok(request, "pair", token)
         or not same_origin_post(request)
     ):
-        window.fail(key)
+        await window.fail(key)
         return await _pair_page(
             request,
             profile=profile,
@@ -87,7 +87,7 @@ async def pair_submit(request: Request) -> Response:
         )
     principal = await accounts.pair_display(request.app.state.writer, code) if code.strip() else None
     if principal is None or principal.ward is None:
-        window.fail(key)
+        await window.fail(key)
         return await _pair_page(
             request,
             profile=profile,

@@ -9,12 +9,16 @@ own, which bounds guessing per process, not per trust (a Redis-backed limiter is
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from starlette.requests import HTTPConnection
+
+log = logging.getLogger("whiteboard.throttle")
 
 #: Keys kept at most; past this the oldest-touched are forgotten (memory stays bounded).
 MAX_KEYS = 100_000
@@ -72,23 +76,81 @@ LOGIN_LIMIT, LOGIN_WINDOW = 10, 15 * 60.0
 PAIR_LIMIT, PAIR_WINDOW = 10, 10 * 60.0
 
 
-def window(conn: HTTPConnection, name: str, limit: int, seconds: float) -> SlidingWindow:
-    """The app's window called `name`, made on first use (one per app, so per process)."""
+class Window:
+    """A failure window as the routes use it. Kept in this process by default; shared by
+    every process through Redis when `WHITEBOARD_REDIS_URL` is set, so N replicas behind a
+    load balancer still allow 10 failures in all, not 10 each. If Redis cannot be reached the
+    count falls back to this process's own window (still a limit, never none)."""
+
+    def __init__(self, name: str, limit: int, seconds: float, redis_url: str | None, prefix: str) -> None:
+        self.local = SlidingWindow(limit, seconds)
+        self.shared: Any = None
+        if redis_url:
+            from limits import RateLimitItemPerSecond
+            from limits.aio.storage import RedisStorage
+            from limits.aio.strategies import MovingWindowRateLimiter
+
+            storage = RedisStorage(
+                f"async+{redis_url}",
+                implementation="redispy",
+                key_prefix=f"{prefix}:limits:{name}",
+                socket_connect_timeout=1.0,
+                socket_timeout=1.0,
+            )
+            self.shared = MovingWindowRateLimiter(storage)
+            self.item = RateLimitItemPerSecond(limit, int(seconds))
+
+    async def blocked(self, keys: Iterable[str]) -> int | None:
+        waits = [w for w in [await self.retry_after(k) for k in keys] if w is not None]
+        return max(waits) if waits else None
+
+    async def retry_after(self, key: str) -> int | None:
+        if self.shared is not None:
+            try:
+                if await self.shared.test(self.item, key):
+                    return None
+                stats = await self.shared.get_window_stats(self.item, key)
+                return max(1, int(math.ceil(float(stats.reset_time) - time.time())))
+            except Exception:
+                log.warning("shared throttle unreachable; counting in this process")
+        return self.local.retry_after(key)
+
+    async def fail(self, *keys: str) -> None:
+        self.local.fail(*keys)
+        if self.shared is not None:
+            try:
+                for key in keys:
+                    await self.shared.hit(self.item, key)
+            except Exception:
+                log.warning("shared throttle unreachable; counting in this process")
+
+    async def reset(self, key: str) -> None:
+        self.local.reset(key)
+        if self.shared is not None:
+            try:
+                await self.shared.clear(self.item, key)
+            except Exception:
+                log.warning("shared throttle unreachable; counting in this process")
+
+
+def window(conn: HTTPConnection, name: str, limit: int, seconds: float) -> Window:
+    """The app's window called `name`, made on first use."""
     state = conn.app.state
-    windows: dict[str, SlidingWindow] | None = getattr(state, "throttle_windows", None)
+    windows: dict[str, Window] | None = getattr(state, "throttle_windows", None)
     if windows is None:
         windows = {}
         state.throttle_windows = windows
     if name not in windows:
-        windows[name] = SlidingWindow(limit, seconds)
+        settings = state.settings
+        windows[name] = Window(name, limit, seconds, settings.redis_url, settings.redis_prefix)
     return windows[name]
 
 
-def login_window(conn: HTTPConnection) -> SlidingWindow:
+def login_window(conn: HTTPConnection) -> Window:
     return window(conn, "login", LOGIN_LIMIT, LOGIN_WINDOW)
 
 
-def pairing_window(conn: HTTPConnection) -> SlidingWindow:
+def pairing_window(conn: HTTPConnection) -> Window:
     return window(conn, "pairing", PAIR_LIMIT, PAIR_WINDOW)
 
 
