@@ -110,7 +110,7 @@ class Window:
                 if await self.shared.test(self.item, key):
                     return None
                 stats = await self.shared.get_window_stats(self.item, key)
-                return max(1, int(math.ceil(float(stats.reset_time) - time.time())))
+                return max(1, math.ceil(float(stats.reset_time) - time.time()))
             except Exception:
                 log.warning("shared throttle unreachable; counting in this process")
         return self.local.retry_after(key)
