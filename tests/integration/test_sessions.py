@@ -150,3 +150,32 @@ async def test_a_token_writing_too_fast_gets_429_with_retry_after(tmp_path) -> N
             assert (await api.get("/api/v1/wards")).status_code == 200
     finally:
         h.server.stop()
+
+
+async def test_sign_ins_failures_sign_outs_and_refusals_are_logged(tmp_path) -> None:
+    h = make_hospital(tmp_path, wards=1)
+    h.cli("user", "add", "auditor", "--role", "viewer", stdin=PASSWORD + "\n")
+    await h.server.astart()
+    try:
+        c, csrf = await sign_in(h, "auditor")
+        assert (
+            await c.patch("/api/v1/beds/W01-B1-1", json={"state": "closed"}, headers={"X-CSRF-Token": csrf})
+        ).status_code == 403
+        await c.post("/logout", data={"csrf": csrf})
+        await c.aclose()
+        async with httpx.AsyncClient(base_url=h.server.base_url, headers={"Origin": h.origin}) as stranger:
+            page = await stranger.get("/login")
+            token = re.search(r'name="form_token" value="([^"]*)"', page.text)
+            assert token
+            await stranger.post(
+                "/login",
+                data={"username": "auditor", "password": "wrong password!", "form_token": token.group(1)},
+            )
+    finally:
+        h.server.stop()
+    log = h.server.log_path.read_text()
+    assert "sign-in: auditor (viewer)" in log
+    assert "refused PATCH /api/v1/beds/W01-B1-1: 403" in log
+    assert "sign-out: auditor" in log
+    assert "failed sign-in for 'auditor'" in log
+    assert PASSWORD not in log and "wrong password!" not in log
