@@ -277,12 +277,6 @@ class Hub:
         if channel is not None:
             channel.inbox.put_nowait(decode_event(data))
 
-    def publish_locally(self, record: EventRecord) -> None:
-        """Hand a just-committed record straight to this process's channel (no broker round trip)."""
-        channel = self.channels.get(record.ward)
-        if channel is not None:
-            channel.inbox.put_nowait(record)
-
     def _on_reconnected(self) -> None:
         for channel in self.channels.values():
             channel.inbox.put_nowait(None)
