@@ -101,7 +101,7 @@ class Settings:
     redis_prefix: str = "whiteboard"
     log_level: str = "INFO"
     heartbeat_seconds: float = 5.0
-    catch_up_seconds: float = 1.0
+    catch_up_seconds: float = 0.5
     queue_limit: int = 256
     verify_board_cache: bool = False
     session_idle_minutes: int = 15

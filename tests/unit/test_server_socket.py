@@ -1,0 +1,39 @@
+"""The listening socket `whiteboard serve` hands to uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from whiteboard.server import SEND_BUFFER, listen_socket
+
+
+async def test_accepted_connections_send_small_frames_at_once_without_nagle() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP; with Nagle on,
+    a change frame written while a heartbeat is unacknowledged waits for the screen's delayed
+    ACK (up to 40 ms)."""
+    sock = listen_socket("127.0.0.1", 0)
+    accepted: asyncio.Queue[socket.socket] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.put_nowait(writer.get_extra_info("socket"))
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, sock=sock)
+    try:
+        port = sock.getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            conn = await asyncio.wait_for(accepted.get(), 5)
+            nodelay = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            send_buffer = conn.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert nodelay != 0
+        # Linux doubles the value asked for; the point is that it is bounded, not autotuned.
+        assert send_buffer <= 2 * SEND_BUFFER
+    finally:
+        server.close()
+        await server.wait_closed()
