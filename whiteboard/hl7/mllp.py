@@ -192,8 +192,9 @@ async def _serve_connection(
             for block in framer.feed(chunk):
                 ack = await _answer(handler, block, max_message)
                 writer.write(frame(ack.encode("utf-8", errors="replace")))
-                async with asyncio.timeout(idle_timeout):
-                    await writer.drain()
+                if writer.transport.get_write_buffer_size():  # only a sender not reading ACKs
+                    async with asyncio.timeout(idle_timeout):
+                        await writer.drain()
             last_activity = loop.time()
     except (ConnectionError, TimeoutError) as exc:
         logger.info("MLLP connection from %s ended: %r", peer, exc)

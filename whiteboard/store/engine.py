@@ -10,9 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+#: JSON columns (event payloads, stays' alerts and discharge) written and read with orjson:
+#: the standard library's json was a tenth of the CPU of every write.
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+#: What every engine is opened with; parameters never appear in errors.
+ENGINE_OPTIONS: dict[str, Any] = {"hide_parameters": True, **JSON_CODEC}
 
 
 def open_engines(url: str, *, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEngine]:
@@ -23,13 +35,13 @@ def open_engines(url: str, *, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEn
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        writer = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        reader = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        writer = create_async_engine(url, connect_args={"timeout": 30}, **ENGINE_OPTIONS)
+        reader = create_async_engine(url, connect_args={"timeout": 30}, **ENGINE_OPTIONS)
         _tune_sqlite(writer.sync_engine, "BEGIN IMMEDIATE")
         _tune_sqlite(reader.sync_engine, "BEGIN")
         return writer, reader
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **ENGINE_OPTIONS
     )
     return engine, engine
 
@@ -41,9 +53,7 @@ def sync_sqlite_writer(async_writer: AsyncEngine) -> Engine:
     path instead runs each transaction start to finish in one worker thread: one hop.
     """
     url = async_writer.url.set(drivername="sqlite+pysqlite")
-    engine = create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
-    )
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **ENGINE_OPTIONS)
     _tune_sqlite(engine, "BEGIN IMMEDIATE")
     return engine
 

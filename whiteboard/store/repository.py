@@ -230,7 +230,12 @@ class Repository:
         for stay in touched_stays.values():
             touched_patients.setdefault(stay.patient.id, stay.patient)
         # What the loaded boards already hold is already stored: write only what changed.
-        stored = {stay.id: stay for board in scene.boards.values() for stay in board.stays()}
+        stored = {
+            stay.id: stay
+            for board in scene.boards.values()
+            for stay in board.stays()
+            if stay.id in touched_stays or stay.patient.id in touched_patients
+        }
         stored_patients = {stay.patient.id: stay.patient for stay in stored.values()}
         for patient in touched_patients.values():
             if stored_patients.get(patient.id) != patient:

@@ -14,7 +14,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
-from whiteboard.store.tables import beds, events, hl7_messages, metadata, patients, wards
+from whiteboard.store.tables import beds, events, hl7_messages, metadata, patients, stays, wards
 
 
 @cache
@@ -59,4 +59,15 @@ SET_FEED_TIME = (
     .where(patients.c.id == bindparam("p_id"))
     .where((patients.c.feed_time.is_(None)) | (patients.c.feed_time < bindparam("p_time")))
     .values(feed_time=bindparam("p_time"))
+)
+#: The patient's open stay (the feed's lookups, built once rather than per message).
+OPEN_STAY_OF_PATIENT = select(stays.c.id, stays.c.ward_code, stays.c.previous).where(
+    stays.c.patient_id == bindparam("p_id"), stays.c.is_open
+)
+#: The ward of the patient's latest stay, where a late message about them is recorded.
+LAST_WARD_OF_PATIENT = (
+    select(stays.c.ward_code)
+    .where(stays.c.patient_id == bindparam("p_id"))
+    .order_by(stays.c.admitted_at.desc())
+    .limit(1)
 )
