@@ -681,9 +681,12 @@ def write_doc_section(name: str, body: str) -> None:
     DOCS.write_text(text)
 
 
-def save_results(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save_results(name: str, data: dict[str, Any], experiment: bool = False) -> Path:
+    """bench/results/NAME.json; runs with candidate changes or changed parameters go to
+    bench/results/experiments/ instead, so they never pass for the real figures."""
+    folder = RESULTS / "experiments" if experiment else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return path
 
@@ -1343,6 +1346,9 @@ async def _writer_main(conn: Any) -> None:
         rate: float = msg["rate"]
         duration: float = msg["duration"]
         token: str = msg.get("token", "")
+        # Writes spread over several tokens, as many users' would be (one token would meet the
+        # server's per-token write throttle long before the server's own limits).
+        tokens: list[str] = msg.get("tokens") or [token]
         mode: str = msg["mode"]  # "api" | "reference"
         timeout = msg.get("timeout", 120.0)
         n = max(1, round(rate * duration))
@@ -1372,7 +1378,7 @@ async def _writer_main(conn: Any) -> None:
                     return group[j]
             return None
 
-        async def do_api(res: Resource, t_sched: float, target: int) -> None:
+        async def do_api(res: Resource, t_sched: float, target: int, token: str) -> None:
             nonlocal unsent
             t = targets[target]
             res.busy = True
@@ -1418,7 +1424,7 @@ async def _writer_main(conn: Any) -> None:
             if res is None:
                 skipped += 1
                 continue
-            task = asyncio.create_task(do_api(res, t_sched, i % len(targets)))
+            task = asyncio.create_task(do_api(res, t_sched, i % len(targets), tokens[i % len(tokens)]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         t_end = time.monotonic()
@@ -2001,12 +2007,13 @@ PHASE_HEADERS = [
 class Profiler:
     """`py-spy record` attached to a server for as long as it runs (collapsed stacks, 'raw')."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 67) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 67, gil: bool = False) -> None:
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.out = out
         self.process = subprocess.Popen(
-            [exe, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", str(rate)],
+            [exe, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", str(rate)]
+            + (["--gil"] if gil else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -2067,7 +2074,19 @@ def profiled(enabled: bool, label: str, services: Sequence[Service], store: dict
         yield
         return
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label)
-    profilers = [(s, Profiler(s.pid, RESULTS / "profiles" / f"{safe}-{s.name}.txt")) for s in services]
+    # --gil: only samples where a thread holds the GIL, i.e. where the Python CPU time goes
+    # (threads blocked in a queue or on a socket would otherwise dominate the counts)
+    profilers = [
+        (
+            s,
+            Profiler(
+                s.pid,
+                RESULTS / "profiles" / f"{safe}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', s.name)}.txt",
+                gil=True,
+            ),
+        )
+        for s in services
+    ]
     time.sleep(0.5)
     try:
         yield

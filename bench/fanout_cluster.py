@@ -55,6 +55,7 @@ FULL = {
     "big_rate": 20.0,
     "big_s": 20.0,
     "rounds": 2,
+    "writer_tokens": 8,
 }
 QUICK = {
     "wards": 8,
@@ -75,6 +76,7 @@ QUICK = {
     "big_rate": 20.0,
     "big_s": 2.0,
     "rounds": 1,
+    "writer_tokens": 2,
 }
 TARGETS = {"steady_p99_ms": 25.0, "burst_p99_ms": 100.0, "sat_ratio": 0.7, "kib_per_socket": 20.0}
 
@@ -92,6 +94,7 @@ class Bench:
         self.redis_pids: Any = list
         self.res: dict[tuple[str, str], c.Resource] = {}
         self.source: dict[str, Any] = {"env": {}}
+        self.writer_tokens: list[str] = []
         self.skip = {x for x in args.skip.split(",") if x}
         self.out["skipped"] = sorted(self.skip)
 
@@ -164,6 +167,7 @@ class Bench:
             "mode": "api",
             "targets": [{"host": "127.0.0.1", "port": s.port} for s in servers],
             "token": token,
+            "tokens": self.writer_tokens,
             "resources": resources,
             "rate": rate,
             "duration": duration,
@@ -297,6 +301,9 @@ class Bench:
             ward_list = list(wards)
             c.wb_cli(env, tmp, "layout", "load", str(tmp / "layout.json"))
             token = c.make_token(env, tmp, "bench", "nurse")
+            self.writer_tokens = [
+                c.make_token(env, tmp, f"writer{i}", "nurse") for i in range(p["writer_tokens"])
+            ]
             seqs = c.postgres_seqs(db_url)
             v = self.args.variant
             ours = [c.Service.whiteboard(f"whiteboard {k}", env, tmp, v) for k in "ab"]
@@ -828,7 +835,11 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
     suffix = ("-quick" if quick else "") + (f"-{args.variant.replace(',', '+')}" if args.variant else "")
     suffix += f"-without-{args.skip.replace(',', '+')}" if args.skip else ""
     suffix += "-custom" if args.set else ""
-    path = c.save_results("fanout_cluster" + suffix, data)
+    path = c.save_results(
+        "fanout_cluster" + suffix,
+        data,
+        experiment=bool(args.variant or args.set or getattr(args, "skip", "")),
+    )
     print(f"\nraw results: {path}")
     if not quick and not args.no_doc and not args.variant and not args.skip and not args.set:
         c.write_doc_section("fanout_cluster", body)

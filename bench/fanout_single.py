@@ -32,8 +32,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c
 
-FULL = {"wards": 40, "beds": 25, "sockets": 1000, "rate": 20.0, "duration": 30.0, "idle": 5.0, "rounds": 3}
-QUICK = {"wards": 8, "beds": 25, "sockets": 200, "rate": 20.0, "duration": 6.0, "idle": 1.0, "rounds": 1}
+FULL = {
+    "wards": 40,
+    "beds": 25,
+    "sockets": 1000,
+    "rate": 20.0,
+    "duration": 30.0,
+    "idle": 5.0,
+    "rounds": 3,
+    "writer_tokens": 4,
+}
+QUICK = {
+    "wards": 8,
+    "beds": 25,
+    "sockets": 200,
+    "rate": 20.0,
+    "duration": 6.0,
+    "idle": 1.0,
+    "rounds": 1,
+    "writer_tokens": 1,
+}
 TARGET_P99_MS = 25.0
 
 
@@ -99,6 +117,7 @@ def main() -> None:
     ward_list = list(wards)
     c.wb_cli(env, tmp, "layout", "load", str(tmp / "layout.json"))
     token = c.make_token(env, tmp, "bench", "nurse")
+    writer_tokens = [c.make_token(env, tmp, f"writer{i}", "nurse") for i in range(p["writer_tokens"])]
 
     server = c.Service.whiteboard("serve", env, tmp, args.variant)
     ref: c.Service | None = None
@@ -149,6 +168,7 @@ def main() -> None:
                 "mode": "api",
                 "targets": [{"host": "127.0.0.1", "port": server.port}],
                 "token": token,
+                "tokens": writer_tokens,
                 "resources": resources,
                 "rate": p["rate"],
                 "duration": p["duration"],
@@ -241,7 +261,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
         f"## Fanout, one process (issue 2){' — QUICK smoke run, not the real figures' if quick else ''}",
         "",
         f"Run {m['date']} on {m['nproc']} × {m['cpu']} ({m['mem_gib']} GiB, Linux {m['kernel']}, "
-        f"Python {m['python']}), in {out['seconds']:.0f} s. Load average {m['loadavg_at_start']:.2f} at "
+        f"Python {m['python']}), commit {(out.get('source') or {}).get('commit', '?')} "
+        f"({(out.get('source') or {}).get('mode', '?')}), in {out['seconds']:.0f} s. "
+        f"Load average {m['loadavg_at_start']:.2f} at "
         f"start; the machine was {quiet.get('busy_pct') or 'not checked, '} % busy (all cores) before the run "
         f"(waited {quiet.get('waited_s', 0)} s for quiet) — other tenants share it, see the CPU line.",
         "",
@@ -347,7 +369,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
     data["variant"] = args.variant
     suffix = ("-quick" if quick else "") + (f"-{args.variant.replace(',', '+')}" if args.variant else "")
     suffix += "-custom" if args.set else ""
-    path = c.save_results("fanout_single" + suffix, data)
+    path = c.save_results(
+        "fanout_single" + suffix, data, experiment=bool(args.variant or args.set or getattr(args, "skip", ""))
+    )
     print(f"\nraw results: {path}")
     if not quick and not args.no_doc and not args.variant and not args.set:
         c.write_doc_section("fanout_single", body)

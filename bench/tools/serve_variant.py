@@ -2,23 +2,22 @@
 
 The benchmarks use it (`--variant uvloop,release-first-frames`) to measure what a change to
 `whiteboard/` would buy before anyone makes it. Nothing here is used in production; each
-variant mirrors a change proposed in docs/benchmarks.md:
+variant mirrors a change proposed in docs/benchmarks.md (variants that proved their worth —
+TCP_NODELAY, staggered heartbeats, the patient catch-up — are now in `whiteboard/` itself;
+their runs are in bench/results/experiments/):
 
 - `uvloop`: run the server on uvicorn's own loop factory (uvloop, installed with
   uvicorn[standard]) instead of `asyncio.run`'s default selector loop — i.e. make
   `whiteboard.server.run` call `server.run(sockets=[...])` instead of `asyncio.run(serve(...))`.
 - `release-first-frames`: let go of a socket's first frames (its snapshot, up to ~20 KB of
   text) once they are sent, instead of keeping them alive for the socket's whole life.
-- `patient-catch-up`: the hub's catch-up loop reads a ward's log only when the ward is still
-  behind the seq the store had one tick earlier (news missing, not merely in flight), and
-  ticks every 0.5 s instead of 1 s so a lost publish is still repaired within about a second.
+- `reorder-window`: news that arrives ahead of a missing seq (two processes publish the same
+  ward's news through their own Redis connections, so it can arrive out of order) is held for
+  up to 50 ms for the missing news to arrive, before the ward reads the gap from the log.
 - `gc-log`: no change in behaviour; every garbage collection of 2 ms or more is appended to
   `gc-pauses.log` in the server's working folder (generation, milliseconds, objects collected).
 - `gc-freeze`: `gc.freeze()` once the server is up, and a higher generation-0 threshold, so
   the long-lived objects of start-up and of idle sockets are not traversed again and again.
-- `staggered-heartbeats`: beat each ward at its own phase of the heartbeat period (1/25 of
-  the wards every 0.2 s) instead of every socket of the process at the same instant, which
-  queues one frame per socket ahead of any change that arrives just after.
 
 Run: .venv/bin/python bench/tools/serve_variant.py --variant uvloop -- --host 127.0.0.1 --port 8000
 """
@@ -54,32 +53,34 @@ def apply(variants: set[str]) -> None:
 
         Hub.pump = pump  # type: ignore[method-assign]
 
-    if "staggered-heartbeats" in variants:
+    if "reorder-window" in variants:
         import asyncio
 
-        from whiteboard.fanout.hub import Hub
+        from whiteboard.fanout.hub import WardChannel
 
-        original_start = Hub.start
-        slices = 25
+        original_handle = WardChannel._handle
 
-        async def staggered(self: Hub) -> None:
-            k = 0
-            while True:
-                await asyncio.sleep(self.heartbeat_seconds / slices)
-                for channel in list(self.channels.values()):
-                    if hash(channel.ward) % slices == k:
-                        channel.beat()
-                k = (k + 1) % slices
+        async def handle(self: WardChannel, item: Any) -> None:
+            pending: dict[int, Any] = self.__dict__.setdefault("_pending", {})
+            if item is not None and item.seq > self.last_seq + 1:
+                pending[item.seq] = item
+                if not self.__dict__.get("_waiting"):
+                    self._waiting = True  # type: ignore[attr-defined]
 
-        async def start(self: Hub) -> None:
-            await original_start(self)
-            for task in self._tasks:
-                if task.get_name() == "hub-heartbeat":
-                    task.cancel()
-            self._tasks = [t for t in self._tasks if t.get_name() != "hub-heartbeat"]
-            self._tasks.append(asyncio.create_task(staggered(self), name="hub-heartbeat-staggered"))
+                    def give_up() -> None:
+                        self._waiting = False  # type: ignore[attr-defined]
+                        if any(seq > self.last_seq for seq in pending):
+                            self.inbox.put_nowait(None)  # still missing: read the log as before
 
-        Hub.start = start  # type: ignore[method-assign]
+                    asyncio.get_running_loop().call_later(0.05, give_up)
+                return
+            await original_handle(self, item)
+            for seq in [seq for seq in pending if seq <= self.last_seq]:
+                del pending[seq]
+            while self.last_seq + 1 in pending:
+                self.deliver(pending.pop(self.last_seq + 1))
+
+        WardChannel._handle = handle  # type: ignore[method-assign]
 
     if "gc-log" in variants:
         import gc
@@ -121,37 +122,10 @@ def apply(variants: set[str]) -> None:
         gc.set_threshold(50_000, 20, 100)
         Hub.start = hub_start  # type: ignore[method-assign]
 
-    if "patient-catch-up" in variants:
-        from whiteboard.fanout.hub import Hub
-
-        original_start_cu = Hub.start
-
-        async def catch_up(self: Hub) -> None:
-            if not self.channels:
-                return
-            await self._end_revoked()
-            seqs = await self.repo.ward_seqs(list(self.channels))
-            before: dict[str, int] = getattr(self, "_store_seqs_last_tick", {})
-            for ward, seq in seqs.items():
-                channel = self.channels.get(ward)
-                if channel is None or seq <= channel.last_seq or not channel.inbox.empty():
-                    continue
-                if channel.last_seq < before.get(ward, 0):  # behind what the store had a tick ago
-                    channel.inbox.put_nowait(None)
-            self._store_seqs_last_tick = seqs  # type: ignore[attr-defined]
-
-        async def start_cu(self: Hub) -> None:
-            self.catch_up_seconds = min(self.catch_up_seconds, 0.5)
-            await original_start_cu(self)
-
-        Hub._catch_up = catch_up  # type: ignore[method-assign]
-        Hub.start = start_cu  # type: ignore[method-assign]
-
     known = {
         "uvloop",
         "release-first-frames",
-        "staggered-heartbeats",
-        "patient-catch-up",
+        "reorder-window",
         "gc-log",
         "gc-freeze",
         "",
