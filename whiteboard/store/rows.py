@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from whiteboard.board.model import (
     DEFAULT_PUBLIC_ALERTS,
@@ -150,15 +150,30 @@ def stay_row(s: Stay) -> dict[str, Any]:
     }
 
 
+# A board is read whole whenever another process has changed it since this one cached it,
+# so its statements are built once, not per read.
+_ACTIVE_FLAGS = (
+    select(flags)
+    .where(flags.c.patient_id.in_(bindparam("patient_ids", expanding=True)), flags.c.status != "cleared")
+    .order_by(flags.c.raised_at, flags.c.id)
+)
+_STAYS_WITH_PATIENTS = (
+    select(stays, *[c.label(f"p_{c.name}") for c in patients.c])
+    .join(patients, patients.c.id == stays.c.patient_id)
+    .order_by(stays.c.admitted_at, stays.c.id)
+)
+_OPEN_STAYS_OF_WARD = _STAYS_WITH_PATIENTS.where(stays.c.ward_code == bindparam("ward"), stays.c.is_open)
+_WARD = select(wards).where(wards.c.code == bindparam("ward"))
+_BEDS_OF_WARD = (
+    select(beds).where(beds.c.ward_code == bindparam("ward")).order_by(beds.c.position, beds.c.code)
+)
+
+
 def active_flags_of(conn: Connection, patient_ids: Sequence[str]) -> dict[str, list[Flag]]:
     out: dict[str, list[Flag]] = {pid: [] for pid in patient_ids}
     if not patient_ids:
         return out
-    rows = conn.execute(
-        select(flags)
-        .where(flags.c.patient_id.in_(list(patient_ids)), flags.c.status != "cleared")
-        .order_by(flags.c.raised_at, flags.c.id)
-    )
+    rows = conn.execute(_ACTIVE_FLAGS, {"patient_ids": list(patient_ids)})
     for row in rows:
         out[row.patient_id].append(flag_from(row._mapping))
     return out
@@ -166,12 +181,10 @@ def active_flags_of(conn: Connection, patient_ids: Sequence[str]) -> dict[str, l
 
 def load_stays(conn: Connection, condition: Any) -> list[Stay]:
     """Stays matching `condition`, each with its patient and the patient's active flags."""
-    rows = conn.execute(
-        select(stays, *[c.label(f"p_{c.name}") for c in patients.c])
-        .join(patients, patients.c.id == stays.c.patient_id)
-        .where(condition)
-        .order_by(stays.c.admitted_at, stays.c.id)
-    ).all()
+    return _stays_from(conn, conn.execute(_STAYS_WITH_PATIENTS.where(condition)).all())
+
+
+def _stays_from(conn: Connection, rows: Sequence[Row[Any]]) -> list[Stay]:
     flag_map = active_flags_of(conn, [r.patient_id for r in rows])
     out = []
     for row in rows:
@@ -182,14 +195,12 @@ def load_stays(conn: Connection, condition: Any) -> list[Stay]:
 
 
 def load_board(conn: Connection, ward_code: str) -> Board | None:
-    ward_row = conn.execute(select(wards).where(wards.c.code == ward_code)).first()
+    ward_row = conn.execute(_WARD, {"ward": ward_code}).first()
     if ward_row is None:
         return None
-    open_stays = load_stays(conn, (stays.c.ward_code == ward_code) & stays.c.is_open)
+    open_stays = _stays_from(conn, conn.execute(_OPEN_STAYS_OF_WARD, {"ward": ward_code}).all())
     by_bed = {s.bed: s for s in open_stays if s.bed is not None}
-    bed_rows = conn.execute(
-        select(beds).where(beds.c.ward_code == ward_code).order_by(beds.c.position, beds.c.code)
-    )
+    bed_rows = conn.execute(_BEDS_OF_WARD, {"ward": ward_code})
     board_beds = tuple(
         Bed(
             code=b.code,
