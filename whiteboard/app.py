@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -85,6 +86,8 @@ def create_app(
         app.state.feed = Feed(app.state.service)
         await hub.start()
         await the_broker.start()
+        # Which loop runs us matters to throughput (uvloop is the default; see server.py).
+        log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
         mllp = None
         if settings.mllp_port is not None:
             mllp = await start_mllp_server(app.state.feed.receive, mllp_host, settings.mllp_port)

@@ -26,7 +26,7 @@ from whiteboard.board.model import ALERTS
 from whiteboard.hl7 import fakepas
 from whiteboard.hl7.feed import Feed
 from whiteboard.layout import load_layout, parse_layout
-from whiteboard.server import serve, uvicorn_config
+from whiteboard.server import run_on_server_loop, serve, uvicorn_config
 from whiteboard.service import BoardService, PatientDetails
 from whiteboard.settings import Settings
 from whiteboard.store import accounts, migrate
@@ -367,11 +367,11 @@ def run_demo(settings: Settings, host: str, port: int) -> None:
         f"  health:         {base}/readyz",
     ]
     print("\n".join(lines), flush=True)
-    asyncio.run(_serve_with_simulator(settings, host, port, rng))
+    config = uvicorn_config(settings, host, port)
+    run_on_server_loop(config, _serve_with_simulator(uvicorn.Server(config), host, port, rng))
 
 
-async def _serve_with_simulator(settings: Settings, host: str, port: int, rng: random.Random) -> None:
-    server = uvicorn.Server(uvicorn_config(settings, host, port))
+async def _serve_with_simulator(server: uvicorn.Server, host: str, port: int, rng: random.Random) -> None:
     serving = asyncio.create_task(serve(server, host, port))
     while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.05)

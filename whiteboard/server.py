@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -24,6 +26,10 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         create_app(settings, mllp_host=host),
         host=host,
         port=port,
+        # uvloop when installed (uvicorn[standard] brings it), else asyncio's own loop. Measured
+        # with bench/fanout_cluster.py: a quarter less CPU per frame sent, and the saturation
+        # rate 28k -> 47k frames/s on two processes (bench/results/experiments/).
+        loop="auto",
         ws="websockets-sansio",
         ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=10.0,
@@ -58,6 +64,12 @@ async def serve(server: uvicorn.Server, host: str, port: int) -> None:
         sock.close()
 
 
+def run_on_server_loop(config: uvicorn.Config, main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` to the end on the event loop `config` asks for (uvloop by default)."""
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main)
+
+
 def run(settings: Settings, host: str, port: int) -> None:
-    server = uvicorn.Server(uvicorn_config(settings, host, port))
-    asyncio.run(serve(server, host, port))
+    config = uvicorn_config(settings, host, port)
+    run_on_server_loop(config, serve(uvicorn.Server(config), host, port))

@@ -45,3 +45,15 @@ async def test_a_busy_servers_log_holds_no_token_cookie_name_or_nhs_number(tmp_p
     assert "GET /api/v1/wards" in log  # the log is real and was written
     for secret in (h.token, feed, "SECRETTOKEN", "SECRETCOOKIE", *NAMES, *NHS):
         assert secret not in log, f"{secret!r} appears in the server log"
+
+
+async def test_the_server_says_which_event_loop_runs_it_and_it_is_uvloop(tmp_path) -> None:
+    h = make_hospital(tmp_path, wards=1)
+    await h.server.astart()
+    try:
+        async with open_socket(h.ws_url("W01"), token=h.token) as sock:
+            await sock.wait_for(lambda f: f["type"] == "snapshot")
+    finally:
+        h.server.stop()
+    log = h.server.log_path.read_text()
+    assert "event loop: uvloop" in log, h.server.log_tail()
