@@ -145,12 +145,13 @@ class Repository:
 
     def _attempt(self, conn: Connection, job: _Job) -> _Done | None:
         ward_codes = job.find_wards(conn)
+        versions = None
         if self._dialect != "sqlite":
-            self._lock_wards(conn, ward_codes)
+            versions = self._lock_wards(conn, ward_codes)
             # A concurrent move may have changed the wards before we held their locks.
             if job.find_wards(conn) != ward_codes:
                 return None
-        boards, layouts = self._boards(conn, ward_codes)
+        boards, layouts = self._boards(conn, ward_codes, versions)
         scene = Scene(boards=boards, actor=job.actor, at=job.at)
         outcome = job.decider(scene, job.plan(conn, scene))
         records = self.persist(conn, scene, outcome)
@@ -164,23 +165,26 @@ class Repository:
             self.cache.put(apply_all(board, done.committed.outcome.events), done.layouts[code])
         return done.committed
 
-    def _lock_wards(self, conn: Connection, ward_codes: set[str]) -> None:
+    @staticmethod
+    def _lock_wards(conn: Connection, ward_codes: set[str]) -> dict[str, tuple[int, int]]:
+        """Lock the wards' rows (PostgreSQL) and return their (seq, layout version)."""
         if not ward_codes:
-            return
-        # Sorted, so two transactions touching the same wards never wait on each other in a cycle.
-        conn.execute(
-            select(wards.c.code)
-            .where(wards.c.code.in_(sorted(ward_codes)))
-            .order_by(wards.c.code)
-            .with_for_update()
-        )
+            return {}
+        found = conn.execute(st.LOCK_WARDS, {"codes": sorted(ward_codes)})
+        return {code: (int(seq), int(layout)) for code, seq, layout in found}
 
-    def _boards(self, conn: Connection, ward_codes: set[str]) -> tuple[dict[str, Board], dict[str, int]]:
-        """The boards of `ward_codes` as committed, from the cache when it is still exact."""
+    def _boards(
+        self, conn: Connection, ward_codes: set[str], versions: dict[str, tuple[int, int]] | None = None
+    ) -> tuple[dict[str, Board], dict[str, int]]:
+        """The boards of `ward_codes` as committed, from the cache when it is still exact.
+
+        `versions` are the wards' (seq, layout version) when the caller has just read them
+        under lock; otherwise they are read here."""
         if not ward_codes:
             return {}, {}
-        found = conn.execute(st.WARD_VERSIONS, {"codes": sorted(ward_codes)})
-        versions = {code: (int(seq), int(layout)) for code, seq, layout in found}
+        if versions is None:
+            found = conn.execute(st.WARD_VERSIONS, {"codes": sorted(ward_codes)})
+            versions = {code: (int(seq), int(layout)) for code, seq, layout in found}
         out: dict[str, Board] = {}
         for code in sorted(ward_codes):
             if code not in versions:

@@ -51,6 +51,10 @@ APPEND_EVENTS = events.insert()
 WARD_VERSIONS = select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
     wards.c.code.in_(bindparam("codes", expanding=True))
 )
+#: PostgreSQL: lock the wards a command touches and read their versions in one round trip.
+#: Sorted, so two transactions touching the same wards never wait on each other in a cycle;
+#: FOR UPDATE returns each row as committed once its lock is held.
+LOCK_WARDS = WARD_VERSIONS.order_by(wards.c.code).with_for_update()
 WARD_OF_BED = select(beds.c.ward_code).where(beds.c.code == bindparam("code"))
 PATIENT_BY_NHS = select(patients).where(patients.c.nhs_number == bindparam("nhs"))
 PATIENT_BY_MRN = select(patients).where(patients.c.mrn == bindparam("mrn")).order_by(patients.c.id).limit(1)
