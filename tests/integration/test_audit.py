@@ -50,3 +50,20 @@ async def test_ipc_reads_only_flag_events_and_others_are_refused(hospital: Hospi
             assert (await api.get("/api/v1/audit")).status_code == 403
     async with hospital.client("") as api:
         assert (await api.get("/api/v1/audit")).status_code == 401
+
+
+async def test_a_misspelt_filter_is_refused_not_answered_as_if_there_were_no_filter(
+    hospital: Hospital,
+) -> None:
+    async with hospital.client() as api:
+        r = await api.get("/api/v1/audit", params={"wrd": "W01"})
+        assert r.status_code == 400, r.text
+        assert "wrd" in r.json()["error"]["message"]
+        assert (await api.get("/api/v1/wards/W01", params={"veiw": "display"})).status_code == 400
+        assert (await api.get("/api/v1/wards/W01/events", params={"snce": "3"})).status_code == 400
+        # What each endpoint does take is still answered.
+        assert (await api.get("/api/v1/audit", params={"ward": "W01", "limit": "5"})).status_code == 200
+        assert (await api.get("/api/v1/wards/W01", params={"view": "display"})).status_code == 200
+        assert (await api.get("/api/v1/wards/W01/events", params={"since": "0"})).status_code == 200
+    async with hospital.client("") as api:  # credentials are still checked first
+        assert (await api.get("/api/v1/audit", params={"wrd": "W01"})).status_code == 401

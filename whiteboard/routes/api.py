@@ -27,6 +27,7 @@ from whiteboard.routes.requests import (
     TransferBody,
     if_match,
     json_body,
+    only_query,
     optional_if_match,
     parse,
     query_int,
@@ -96,6 +97,7 @@ async def ward_snapshot(request: Request) -> Response:
     ward = request.path_params["ward"]
     view = requested_view(request, caller)
     may_read_ward(caller, ward, view)
+    only_query(request, "view")
     board = await service(request).repo.board(ward)
     return json_response(snapshot(board, view))  # type: ignore[arg-type]
 
@@ -104,6 +106,7 @@ async def ward_events(request: Request) -> Response:
     caller = await require(request)
     authorise(caller, "read_events")
     ward = request.path_params["ward"]
+    only_query(request, "since", "limit")
     since = query_int(request, "since", 0, 0, 10**15)
     limit = query_int(request, "limit", 1000, 1, 1000)
     repo = service(request).repo

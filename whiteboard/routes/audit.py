@@ -19,7 +19,7 @@ from whiteboard.board.roles import allowed
 from whiteboard.errors import BadRequest, Forbidden
 from whiteboard.routes.api import json_response
 from whiteboard.routes.auth import require
-from whiteboard.routes.requests import query_int
+from whiteboard.routes.requests import only_query, query_int
 from whiteboard.store.tables import events
 
 FLAG_EVENTS = ("flag_raise", "flag_update")
@@ -62,6 +62,7 @@ async def audit(request: Request) -> Response:
         flags_only = True
     else:
         raise Forbidden(f"role {role} may not read the audit trail")
+    only_query(request, "ward", "actor", "type", "patient", "from", "to", "limit")
     limit = query_int(request, "limit", 500, 1, 1000)
     query = _filters(request, select(events), flags_only).order_by(events.c.at, events.c.id).limit(limit)
     patient = request.query_params.get("patient")

@@ -156,6 +156,15 @@ def optional_if_match(request: Request) -> int | None:
     return None if request.headers.get("if-match") is None else if_match(request)
 
 
+def only_query(request: Request, *names: str) -> None:
+    """Refuse query parameters the endpoint does not take: a misspelt filter (`?wrd=W01` on the
+    audit trail) would otherwise answer as if there were no filter at all."""
+    unknown = sorted(set(request.query_params) - set(names))
+    if unknown:
+        takes = ", ".join(names)
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; this endpoint takes {takes}")
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
