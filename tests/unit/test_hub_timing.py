@@ -51,7 +51,7 @@ def hub_with_wards(wards: list[str], store: Any = None) -> tuple[Hub, dict[str, 
 
 
 def beats_queued(client: Client) -> int:
-    return sum(1 for kind, _seq, _text in client.queue._queue if kind == "heartbeat")  # type: ignore[attr-defined]
+    return sum(1 for kind, _seq, _text in client.queue if kind == "heartbeat")
 
 
 async def test_every_ward_beats_exactly_once_per_heartbeat_period() -> None:

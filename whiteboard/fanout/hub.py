@@ -5,8 +5,9 @@ catch-up loop whenever the store is ahead of what was sent, go through that inbo
 time, so frames leave in `seq` order, each serialised once per ward and view. A gap (news
 lost or late) is filled from the event log before anything later is sent.
 
-Each socket has a bounded queue and its own writer task. A socket that cannot keep up is
-closed with 1013 and resumes with `since`; nothing grows without bound.
+Each socket has a bounded queue and a writer (`Hub.pump`, run by the socket's own task). A
+socket that cannot keep up is closed with 1013 and resumes with `since`; nothing grows without
+bound.
 """
 
 from __future__ import annotations
@@ -61,9 +62,15 @@ def heartbeat(ward: str, seq: int) -> str:
     return orjson.dumps({"type": "heartbeat", "ward": ward, "seq": seq, "at": now_z()}).decode()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
-    """One open socket: its view, what it has been sent, and its bounded queue."""
+    """One open socket: its view, what it has been sent, and its bounded queue.
+
+    A process holds thousands of these, nearly all idle, so an idle one is kept small: slots,
+    a plain list for a queue (empty or one frame deep nearly always; an empty deque allocates
+    a 64-slot block up front, and an asyncio.Queue four deques), and one future, made only
+    while the writer waits for a frame.
+    """
 
     ward: str
     view: View
@@ -71,28 +78,51 @@ class Client:
     principal: Principal
     limit: int = 256
     last_seq: int = 0
-    queue: asyncio.Queue[tuple[str, int, str]] = field(init=False)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Frames not yet taken by the writer, oldest first: (kind, seq, text).
+    queue: list[tuple[str, int, str]] = field(default_factory=list)
+    ended: bool = False
     close_code: int | None = None
     close_reason: str = ""
-
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.limit)
+    _wakeup: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+    _interrupt: asyncio.Timeout | None = field(default=None, init=False, repr=False)
 
     def offer(self, kind: str, seq: int, text: str) -> None:
         """Queue a frame without waiting; a full queue ends the socket (it resumes with since)."""
-        if self.ended.is_set():
+        if self.ended:
             return
-        try:
-            self.queue.put_nowait((kind, seq, text))
-        except asyncio.QueueFull:
+        if len(self.queue) >= self.limit:
             METRICS.slow_clients.inc()
             self.end(CLOSE_TRY_AGAIN, "too slow: reconnect with since")
+            return
+        self.queue.append((kind, seq, text))
+        self._wake()
 
     def end(self, code: int, reason: str) -> None:
-        if not self.ended.is_set():
+        """End the socket (the first code given is the one it is closed with), stopping its
+        writer wherever it waits: for a frame, for room to send one, or for the event log."""
+        if not self.ended:
+            self.ended = True
             self.close_code, self.close_reason = code, reason
-            self.ended.set()
+            self._wake()
+            if self._interrupt is not None:
+                self._interrupt.reschedule(asyncio.get_running_loop().time())
+
+    def gone(self) -> None:
+        """The client closed the socket or vanished: it ends, with no close frame left to send."""
+        self.end(1000, "")
+        self.close_code = None
+
+    def news(self) -> asyncio.Future[None]:
+        """A future done once a frame is queued or the socket ends. The writer awaits it bare,
+        which costs an idle socket one future and no coroutine of its own."""
+        self._wakeup = asyncio.get_running_loop().create_future()
+        return self._wakeup
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            if not self._wakeup.done():
+                self._wakeup.set_result(None)
+            self._wakeup = None
 
 
 class WardChannel:
@@ -259,23 +289,46 @@ class Hub:
         return channel.public_alerts if channel else DEFAULT_PUBLIC_ALERTS
 
     async def pump(self, client: Client, initial: list[tuple[int, str]], start_seq: int) -> None:
-        """The socket's writer: its first frames, then its queue, never leaving a gap in seq."""
-        for _seq, text in initial:
-            await client.sink.send_text(text)
-        client.last_seq = start_seq
-        while True:
-            kind, seq, text = await client.queue.get()
-            if kind == "heartbeat":
-                if seq < client.last_seq:
-                    text = heartbeat(client.ward, client.last_seq)
-                await client.sink.send_text(text)
-                continue
-            if seq <= client.last_seq:
-                continue
-            if seq > client.last_seq + 1:
-                await self._repair(client, seq)
-            await client.sink.send_text(text)
-            client.last_seq = seq
+        """The socket's writer: its first frames, then its queue, never leaving a gap in seq.
+
+        Returns once the socket has ended. `Client.end`, called from any task, interrupts it
+        wherever it waits (asyncio.timeout is asyncio's cancellation scope: the end expires
+        it at once), so a socket whose transport is full is closed without sending more.
+        `initial` is emptied as it is sent: a snapshot can be ~20 KB of text, and nothing
+        should hold it for the rest of the socket's life.
+        """
+        if client.ended:
+            return
+        interrupt = asyncio.timeout(None)
+        try:
+            async with interrupt:
+                client._interrupt = interrupt
+                while initial:
+                    await client.sink.send_text(initial.pop(0)[1])
+                client.last_seq = start_seq
+                while not client.ended:
+                    if not client.queue:
+                        await client.news()
+                        continue
+                    # Pop from the front of a list: the queue is at most `limit` (256) long and
+                    # nearly always one frame deep, so this costs less than a deque would hold.
+                    kind, seq, text = client.queue.pop(0)
+                    if kind == "heartbeat":
+                        if seq < client.last_seq:
+                            text = heartbeat(client.ward, client.last_seq)
+                        await client.sink.send_text(text)
+                        continue
+                    if seq <= client.last_seq:
+                        continue
+                    if seq > client.last_seq + 1:
+                        await self._repair(client, seq)
+                    await client.sink.send_text(text)
+                    client.last_seq = seq
+        except TimeoutError:
+            if not interrupt.expired():
+                raise  # not our interruption: a timeout from below
+        finally:
+            client._interrupt = None
 
     async def _repair(self, client: Client, upto: int) -> None:
         missing = await self.repo.events_since(client.ward, client.last_seq, limit=upto, until=upto - 1)

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
 from whiteboard.board.views import VIEWS, View, snapshot
 from whiteboard.errors import BadRequest, Forbidden, NotFound, Unauthenticated, WhiteboardError
-from whiteboard.fanout.hub import CLOSE_POLICY, Client, Hub, heartbeat, render
+from whiteboard.fanout.hub import CLOSE_INTERNAL, CLOSE_POLICY, Client, Hub, heartbeat, render
 from whiteboard.routes.api import may_read_ward
 from whiteboard.routes.auth import Caller, identify
 from whiteboard.routes.origin import origin_allowed
@@ -33,6 +36,8 @@ REPLAY_LIMIT = 1000
 
 
 class StarletteSink:
+    __slots__ = ("websocket",)
+
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
 
@@ -51,25 +56,25 @@ async def _refuse(websocket: WebSocket, error: WhiteboardError) -> None:
     await websocket.send_denial_response(response)
 
 
-async def _handshake(websocket: WebSocket) -> tuple[Caller, str, View, int | None]:
-    state = websocket.app.state
-    caller = await identify(websocket, state.cookies, state.reader)
+async def _handshake(conn: HTTPConnection) -> tuple[Caller, str, View, int | None]:
+    state = conn.app.state
+    caller = await identify(conn, state.cookies, state.reader)
     if caller is None:
         raise Unauthenticated("sign in, pair this display, or send Authorization: Bearer TOKEN")
-    origin = websocket.headers.get("origin")
+    origin = conn.headers.get("origin")
     if origin is None:
         if caller.via != "bearer":
             raise Forbidden("an Origin header is required with cookie authentication")
-    elif not origin_allowed(websocket, origin, state.settings):
+    elif not origin_allowed(conn, origin, state.settings):
         raise Forbidden(f"origin {origin} is not allowed")
     default = "display" if caller.principal.role == "display" else "clinical"
-    view = websocket.query_params.get("view", default)
+    view = conn.query_params.get("view", default)
     if view not in VIEWS:
         raise BadRequest("view must be clinical or display")
-    raw_since = websocket.query_params.get("since")
+    raw_since = conn.query_params.get("since")
     if raw_since is not None and (not raw_since.isdigit() or len(raw_since) > 15):
         raise BadRequest("since must be a whole number")
-    ward = websocket.path_params["ward"]
+    ward = conn.path_params["ward"]
     if "\x00" in ward:
         raise BadRequest("the ward code holds a NUL character")
     may_read_ward(caller, ward, view)
@@ -111,58 +116,66 @@ def _body(snap: dict[str, Any]) -> dict[str, Any]:
     return {"beds": snap["beds"], "unplaced": snap["unplaced"]}
 
 
-async def ward_socket(websocket: WebSocket) -> None:
-    try:
-        caller, ward, view, since = await _handshake(websocket)
-    except WhiteboardError as exc:
-        await _refuse(websocket, exc)
-        return
-    hub: Hub = websocket.app.state.hub
-    await websocket.accept()
-    client = hub.new_client(ward, view, StarletteSink(websocket), caller.principal)
-    await hub.join(client)
-    tasks: list[asyncio.Task[Any]] = []
+class WardSocket:
+    """The endpoint, as a plain ASGI app.
 
-    def finished(task: asyncio.Task[Any]) -> None:
-        # The writer or the reader stopped: that is the end of this socket, one way or another.
-        if not task.cancelled() and task.exception() is not None:
-            if not isinstance(task.exception(), WebSocketDisconnect | ClientDisconnected):
-                log.error("ward %s socket failed: %r", ward, task.exception())
-                client.end(1011, "server error; reconnect with since")
-            else:
-                client.end(1000, "")
-                client.close_code = None
-        client.end(1000, "")
+    A socket lives for hours and keeps its task's whole stack while it does, so the stack is
+    kept short: the app sends sockets straight here (see `whiteboard.app.Whiteboard`), and a
+    `func(websocket)` endpoint would add three coroutines and closures of Starlette's per
+    socket. One task a socket runs the handshake, the first frames and then the writer
+    (`Hub.pump`); a second only waits for what the client sends.
+    """
 
-    try:
-        initial, start = await first_frames(hub, ward, view, since)
-        # Two tasks a socket (the writer and the reader); this coroutine waits for the end.
-        tasks = [
-            asyncio.create_task(hub.pump(client, initial, start)),
-            asyncio.create_task(_listen(websocket, client)),
-        ]
-        for task in tasks:
-            task.add_done_callback(finished)
-        await client.ended.wait()
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        await hub.leave(client)
-        if client.close_code is not None:
-            await client.sink.close(client.close_code, client.close_reason)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive=receive, send=send)
+        try:
+            # A connection object of its own for the handshake: the headers, query and cookies
+            # it parses and keeps are garbage once it is done, not kept for the socket's life.
+            caller, ward, view, since = await _handshake(HTTPConnection(scope))
+        except WhiteboardError as exc:
+            await _refuse(websocket, exc)
+            return
+        hub: Hub = websocket.app.state.hub
+        await websocket.accept()
+        client = hub.new_client(ward, view, StarletteSink(websocket), caller.principal)
+        await hub.join(client)
+        reader: asyncio.Future[Message] | None = None
+        try:
+            initial, start = await first_frames(hub, ward, view, since)
+            reader = asyncio.ensure_future(receive())  # the ASGI receive: nothing more is kept
+            reader.add_done_callback(functools.partial(_heard, client))
+            try:
+                await hub.pump(client, initial, start)  # until the socket ends, one way or another
+            except (WebSocketDisconnect, ClientDisconnected):
+                client.gone()
+            except Exception as exc:
+                log.error("ward %s socket failed: %r", ward, exc)
+                client.end(CLOSE_INTERNAL, "server error; reconnect with since")
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+            await hub.leave(client)
+            if client.close_code is not None:
+                await client.sink.close(client.close_code, client.close_reason)
 
 
-async def _listen(websocket: WebSocket, client: Client) -> None:
+def _heard(client: Client, reader: asyncio.Future[Message]) -> None:
     """Clients send nothing: a data message is a policy violation; a close ends the socket."""
-    message = await websocket.receive()
-    if message["type"] == "websocket.disconnect":
-        client.end(1000, "")
-        client.close_code = None  # already closed by the client
+    if reader.cancelled():
         return
-    client.end(CLOSE_POLICY, "clients send nothing but pings")
+    exc = reader.exception()
+    if exc is None:
+        if reader.result()["type"] == "websocket.disconnect":
+            client.gone()
+        else:
+            client.end(CLOSE_POLICY, "clients send nothing but pings")
+    elif isinstance(exc, WebSocketDisconnect | ClientDisconnected):
+        client.gone()
+    else:
+        log.error("ward %s socket failed: %r", client.ward, exc)
+        client.end(CLOSE_INTERNAL, "server error; reconnect with since")
 
 
-routes = [WebSocketRoute("/ws/wards/{ward}", ward_socket)]
+route = WebSocketRoute("/ws/wards/{ward}", WardSocket())
