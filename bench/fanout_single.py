@@ -79,7 +79,7 @@ def main() -> None:
         "--variant",
         default="",
         help="run the servers through bench/tools/serve_variant.py with these candidate changes "
-        "(comma-separated: uvloop, release-first-frames); implies --no-doc",
+        "(comma-separated: reorder-window, gc-log, gc-freeze); implies --no-doc",
     )
     parser.add_argument(
         "--wait-quiet",

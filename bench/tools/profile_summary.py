@@ -15,7 +15,7 @@ from pathlib import Path
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     (
         "socket set-up (handshake, auth, snapshot)",
-        ("_handshake", "first_frames", "Hub.join", "ward_socket ("),
+        ("_handshake", "first_frames", "Hub.join"),
     ),
     ("fanout, per socket: pump → send", ("Hub.pump", "StarletteSink", "_repair")),
     ("fanout, per ward: decode, render, queue to sockets", ("WardChannel", "_on_news", "decode_event")),

@@ -1,16 +1,12 @@
 """`whiteboard serve` with candidate changes patched in at run time.
 
-The benchmarks use it (`--variant uvloop,release-first-frames`) to measure what a change to
+The benchmarks use it (`--variant reorder-window,gc-log`) to measure what a change to
 `whiteboard/` would buy before anyone makes it. Nothing here is used in production; each
-variant mirrors a change proposed in docs/benchmarks.md (variants that proved their worth —
-TCP_NODELAY, staggered heartbeats, the patient catch-up — are now in `whiteboard/` itself;
-their runs are in bench/results/experiments/):
+variant mirrors a change proposed in docs/benchmarks.md. Variants that proved their worth
+(uvloop, TCP_NODELAY, staggered heartbeats, the patient catch-up, letting go of a socket's
+first frames) are now in `whiteboard/` itself; their runs are in bench/results/experiments/.
 
-- `uvloop`: run the server on uvicorn's own loop factory (uvloop, installed with
-  uvicorn[standard]) instead of `asyncio.run`'s default selector loop — i.e. make
-  `whiteboard.server.run` call `server.run(sockets=[...])` instead of `asyncio.run(serve(...))`.
-- `release-first-frames`: let go of a socket's first frames (its snapshot, up to ~20 KB of
-  text) once they are sent, instead of keeping them alive for the socket's whole life.
+
 - `reorder-window`: news that arrives ahead of a missing seq (two processes publish the same
   ward's news through their own Redis connections, so it can arrive out of order) is held for
   up to 50 ms for the missing news to arrive, before the ward reads the gap from the log.
@@ -19,7 +15,7 @@ their runs are in bench/results/experiments/):
 - `gc-freeze`: `gc.freeze()` once the server is up, and a higher generation-0 threshold, so
   the long-lived objects of start-up and of idle sockets are not traversed again and again.
 
-Run: .venv/bin/python bench/tools/serve_variant.py --variant uvloop -- --host 127.0.0.1 --port 8000
+Run: .venv/bin/python bench/tools/serve_variant.py --variant gc-log -- --host 127.0.0.1 --port 8000
 """
 
 from __future__ import annotations
@@ -29,30 +25,6 @@ from typing import Any
 
 
 def apply(variants: set[str]) -> None:
-    import whiteboard.server as server_mod
-
-    if "uvloop" in variants:
-        import uvicorn
-
-        def run(settings: Any, host: str, port: int) -> None:
-            server = uvicorn.Server(server_mod.uvicorn_config(settings, host, port))
-            server.run(sockets=[server_mod.listen_socket(host, port)])  # uvicorn's loop factory: uvloop
-
-        server_mod.run = run
-
-    if "release-first-frames" in variants:
-        from whiteboard.fanout.hub import Hub
-
-        original = Hub.pump
-
-        async def pump(self: Hub, client: Any, initial: list[tuple[int, str]], start_seq: int) -> None:
-            for _seq, text in initial:
-                await client.sink.send_text(text)
-            initial.clear()  # the caller holds the same list: the snapshot text is freed now
-            await original(self, client, [], start_seq)
-
-        Hub.pump = pump  # type: ignore[method-assign]
-
     if "reorder-window" in variants:
         import asyncio
 
@@ -123,8 +95,6 @@ def apply(variants: set[str]) -> None:
         Hub.start = hub_start  # type: ignore[method-assign]
 
     known = {
-        "uvloop",
-        "release-first-frames",
         "reorder-window",
         "gc-log",
         "gc-freeze",

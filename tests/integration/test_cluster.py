@@ -532,8 +532,12 @@ async def test_a_thousand_screens_ride_out_a_restart_of_their_process(cluster: C
         )
         assert served_in <= timeout(30), served_in
         # Served by replay (since was still held) or a snapshot; never a gap, never a duplicate.
+        # A screen whose socket got both changes before B closed it asks with since = latest,
+        # and is answered with a heartbeat at once (DESIGN 4.3); its seq is checked above.
         kinds = {s.first_frames[-1][1] for s in screens}
-        assert kinds <= {"change", "snapshot"}, kinds
+        assert kinds <= {"change", "snapshot", "heartbeat"}, kinds
+        beats = [seq for _at, kind, seq in (s.first_frames[-1] for s in screens) if kind == "heartbeat"]
+        assert set(beats) <= {latest}, beats
         assert [p for s in screens for p in s.problems] == []
         for screen in screens[:5]:
             after = [f for f in screen.frames if f["type"] == "change"]
