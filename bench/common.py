@@ -2160,7 +2160,9 @@ def heartbeat_note(r: PhaseResult) -> str:
     if not hb or not clear or not (hb["n"] + clear["n"]):
         return ""
     if not hb["n"]:
-        return "No change arrived on a probe together with a heartbeat (heartbeats are spread over the period)."
+        return (
+            "No change arrived on a probe together with a heartbeat (heartbeats are spread over the period)."
+        )
     share = 100 * hb["n"] / (hb["n"] + clear["n"])
     return (
         f"Changes during which a heartbeat reached the same probe ({share:.0f} % of probe frames): "
