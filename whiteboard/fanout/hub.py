@@ -133,6 +133,8 @@ class WardChannel:
         self.ward = ward
         self.last_seq = last_seq
         self.public_alerts = frozenset(public_alerts)
+        #: This ward's slice of the heartbeat period: stable across processes, spread over wards.
+        self.heartbeat_slice = zlib.crc32(ward.encode()) % HEARTBEAT_SLICES
         self.clients: dict[str, set[Client]] = {"clinical": set(), "display": set()}
         self.inbox: asyncio.Queue[EventRecord | None] = asyncio.Queue()  # None: catch up from the log
         self.task = asyncio.create_task(self._run(), name=f"ward-channel-{ward}")
@@ -184,11 +186,6 @@ class WardChannel:
         text = heartbeat(self.ward, self.last_seq)
         for client in self.all_clients():
             client.offer("heartbeat", self.last_seq, text)
-
-    @property
-    def heartbeat_slice(self) -> int:
-        """This ward's slice of the heartbeat period: stable, and spread evenly over wards."""
-        return zlib.crc32(self.ward.encode()) % HEARTBEAT_SLICES
 
 
 class Hub:
