@@ -2029,16 +2029,20 @@ class Profiler:
         return self.out
 
 
+def collapsed_stacks(collapsed: Path) -> Iterator[tuple[str, int]]:
+    """(stack, samples) for each line of a py-spy 'raw' profile; frames are joined by ';'."""
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            yield stack, int(count)
+
+
 def top_frames(collapsed: Path, n: int = 25) -> list[tuple[str, float, float]]:
     """(frame, self %, inclusive %) of a py-spy 'raw' profile, the heaviest first by inclusive."""
     self_count: dict[str, int] = {}
     incl: dict[str, int] = {}
     total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        k = int(count)
+    for stack, k in collapsed_stacks(collapsed):
         total += k
         frames = stack.split(";")
         self_count[frames[-1]] = self_count.get(frames[-1], 0) + k

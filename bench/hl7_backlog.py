@@ -218,7 +218,7 @@ class GilProfiler(c.Profiler):
 #: (label, a frame that marks it), the first match of a stack wins: the feed's steps, then
 #: the machinery under them.
 STEPS = [
-    ("HL7 parse (parse_adt, in a worker thread)", "parse_adt ("),
+    ("HL7 parse (parse_adt)", "parse_adt ("),
     ("ACK build", "build_ack ("),
     ("feed: find_wards/_facts (patient, open stay, wards)", "Feed.apply.<locals>.find_wards ("),
     ("feed: plan (duplicate check, FeedCommand)", "Feed.apply.<locals>.plan ("),
@@ -246,18 +246,15 @@ def breakdown(raw: Path) -> list[tuple[str, float]]:
     """Share of samples per feed step (and, inside the steps, per piece of machinery)."""
     counts: dict[str, int] = {}
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        total += int(n)
+    for stack, n in c.collapsed_stacks(raw):
+        total += n
         step = next((label for label, mark in STEPS if mark in stack), "other")
         leaf = stack.split(";")[-3:]
         how = next(
             (label for label, mark in MACHINERY if any(mark in f for f in leaf)), "Python (whiteboard, hl7)"
         )
         for key in (step, f"    of which {how}"):
-            counts[key] = counts.get(key, 0) + int(n)
+            counts[key] = counts.get(key, 0) + n
     steps = sorted(((k, v) for k, v in counts.items() if not k.startswith(" ")), key=lambda kv: -kv[1])
     inner = sorted(((k, v) for k, v in counts.items() if k.startswith(" ")), key=lambda kv: -kv[1])
     return [

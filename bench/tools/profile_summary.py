@@ -11,6 +11,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import common as c
+
 #: (bucket, substrings any of which marks a stack as belonging to it), first match wins
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     (
@@ -31,11 +35,7 @@ def summarise(path: Path, top: int = 12) -> str:
     buckets: Counter[str] = Counter()
     leaves: dict[str, Counter[str]] = {}
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
+    for stack, n in c.collapsed_stacks(path):
         frames = stack.split(";")
         if frames[-1].startswith(("EpollSelector.select", "select (")):
             continue  # idle
