@@ -27,6 +27,7 @@ from whiteboard.metrics import METRICS
 from whiteboard.service import BoardService, new_id
 from whiteboard.store import rows
 from whiteboard.store import statements as st
+from whiteboard.store.direct import run
 from whiteboard.store.tables import stays, wards
 from whiteboard.types import iso_z, now_z, utc_now
 
@@ -129,7 +130,7 @@ class Feed:
                 "received_at": now_z(),
                 "event": adt.event,
             }
-            if conn.execute(st.record_message(conn.dialect.name), remember).rowcount == 0:
+            if run(conn, st.record_message(conn.dialect.name), remember).rowcount == 0:
                 raise AlreadyApplied()
             found: Patient | None = facts["patient"]
             late = found is not None and facts["feed_time"] is not None and event_time < facts["feed_time"]
@@ -154,7 +155,7 @@ class Feed:
         def after(conn: Connection) -> None:
             # The patient row exists by now (a new patient was written with the outcome), unless
             # nothing was kept of them (a late message for someone never admitted).
-            conn.execute(st.SET_FEED_TIME, {"p_id": facts["patient_id"], "p_time": event_time})
+            run(conn, st.SET_FEED_TIME, {"p_id": facts["patient_id"], "p_time": event_time})
 
         committed = await self.repo.run(actor, now_z(), find_wards, plan, decider=decide_feed, after=after)
         await self.service.announce(committed.records)
@@ -164,7 +165,7 @@ class Feed:
     def _facts(self, conn: Connection, adt: AdtMessage) -> dict[str, Any]:
         """The patient, their open stay, and every ward this message may touch."""
         row = self.repo.find_patient_row(conn, adt.nhs_number, adt.mrn)
-        found = None if row is None else rows.patient_from(row._mapping)
+        found = None if row is None else rows.patient_from(row)
         if adt.nhs_number and found is not None and found.nhs_number and found.nhs_number != adt.nhs_number:
             raise Conflict(f"PID-3: MRN {adt.mrn} belongs to a patient with a different NHS number")
         if found is None and adt.event != "A01":
@@ -184,19 +185,19 @@ class Feed:
         feed_time: str | None = None
         last_ward: str | None = None
         if found is not None:
-            feed_time = row.feed_time
-            row = conn.execute(st.OPEN_STAY_OF_PATIENT, {"p_id": found.id}).first()
-            if row is not None:
-                open_stay = row.id
-                ward_set.add(row.ward_code)
-                previous = row.previous or {}
-                if adt.event == "A12" and previous.get("bed"):
+            assert row is not None
+            feed_time = row["feed_time"]
+            stay = run(conn, st.OPEN_STAY_OF_PATIENT, {"p_id": found.id}).first()
+            if stay is not None:
+                open_stay, ward, previous = stay
+                ward_set.add(ward)
+                if adt.event == "A12" and (previous or {}).get("bed"):
                     ward_set.add(self._ward_of_bed(conn, previous["bed"]))
             else:
-                last_ward = conn.execute(st.LAST_WARD_OF_PATIENT, {"p_id": found.id}).scalar()
+                last_ward = run(conn, st.LAST_WARD_OF_PATIENT, {"p_id": found.id}).scalar()
                 if last_ward is not None:
                     ward_set.add(last_ward)  # where a late message about them is recorded
-            if row is None and adt.event == "A13":
+            if stay is None and adt.event == "A13":
                 discharged = self._last_discharged(conn, found.id)
                 if discharged is not None and discharged.bed is not None and not adt.location:
                     ward_set.add(self._ward_of_bed(conn, discharged.bed))

@@ -25,6 +25,7 @@ from whiteboard.board.views import bed_json, stay_json
 from whiteboard.errors import NotFound
 from whiteboard.store import rows
 from whiteboard.store import statements as st
+from whiteboard.store.direct import run
 from whiteboard.store.engine import sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
@@ -183,8 +184,11 @@ class Repository:
         if not ward_codes:
             return {}, {}
         if versions is None:
-            found = conn.execute(st.WARD_VERSIONS, {"codes": sorted(ward_codes)})
-            versions = {code: (int(seq), int(layout)) for code, seq, layout in found}
+            versions = {}
+            for code in sorted(ward_codes):
+                found = run(conn, st.WARD_VERSION, {"code": code}).first()
+                if found is not None:
+                    versions[code] = (int(found[0]), int(found[1]))
         out: dict[str, Board] = {}
         for code in sorted(ward_codes):
             if code not in versions:
@@ -211,7 +215,8 @@ class Repository:
             if event.bed is not None:
                 payload["bed"] = bed_json(event.bed)
                 stay_id = None if event.bed.stay is None else event.bed.stay.id
-                conn.execute(
+                run(
+                    conn,
                     st.SET_BED,
                     {
                         "b_code": event.bed.code,
@@ -269,7 +274,8 @@ class Repository:
         for flag in outcome.flags:
             self._upsert(conn, flags, rows.flag_row(flag), "id")
         if records:
-            conn.execute(
+            run(
+                conn,
                 st.APPEND_EVENTS,
                 [
                     {
@@ -285,11 +291,11 @@ class Repository:
             )
             for code, seq in seqs.items():
                 if seq != scene.boards[code].seq:
-                    conn.execute(st.SET_WARD_SEQ, {"w_code": code, "w_seq": seq})
+                    run(conn, st.SET_WARD_SEQ, {"w_code": code, "w_seq": seq})
         return tuple(records)
 
     def _upsert(self, conn: Connection, table: Any, row: dict[str, Any], key: str) -> None:
-        conn.execute(st.upsert_for(self._dialect, table, row, key), row)
+        run(conn, st.upsert_for(self._dialect, table, row, key), row)
 
     # --- lookups used while planning a command (inside the write transaction) -------------------
 
@@ -298,7 +304,7 @@ class Repository:
         # so what was found once stays true.
         ward = self._bed_wards.get(code)
         if ward is None:
-            found = conn.execute(st.WARD_OF_BED, {"code": code}).scalar()
+            found = run(conn, st.WARD_OF_BED, {"code": code}).scalar()
             if found is None:
                 raise NotFound(f"bed {code} is not known")
             self._bed_wards[code] = ward = str(found)
@@ -331,20 +337,20 @@ class Repository:
         return rows.patient_from(row._mapping)
 
     @staticmethod
-    def find_patient_row(conn: Connection, nhs_number: str | None, mrn: str | None) -> Any:
+    def find_patient_row(conn: Connection, nhs_number: str | None, mrn: str | None) -> dict[str, Any] | None:
         """The patient's row by NHS number, else by MRN (the feed's and the admit form's rule)."""
-        if nhs_number:
-            row = conn.execute(st.PATIENT_BY_NHS, {"nhs": nhs_number}).first()
-            if row is not None:
-                return row
-        if mrn:
-            return conn.execute(st.PATIENT_BY_MRN, {"mrn": mrn}).first()
+        for statement, value in ((st.PATIENT_BY_NHS, nhs_number), (st.PATIENT_BY_MRN, mrn)):
+            if value:
+                found = run(conn, statement, {"value": value})
+                row = found.first()
+                if row is not None:
+                    return found.mapping(row)
         return None
 
     @classmethod
     def find_patient(cls, conn: Connection, nhs_number: str | None, mrn: str | None) -> Patient | None:
         row = cls.find_patient_row(conn, nhs_number, mrn)
-        return None if row is None else rows.patient_from(row._mapping)
+        return None if row is None else rows.patient_from(row)
 
     @staticmethod
     def flags_of(conn: Connection, patient_id: str) -> tuple[Flag, ...]:

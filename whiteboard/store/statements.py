@@ -2,7 +2,7 @@
 
 Building a SQLAlchemy statement (and its cache key) costs several times what SQLite takes to
 run it; a feed message runs a dozen of them. These are the hot ones, built once per dialect
-and row shape and reused.
+and row shape and reused, and run through `whiteboard.store.direct.run`.
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ WARD_VERSIONS = select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
 #: Sorted, so two transactions touching the same wards never wait on each other in a cycle;
 #: FOR UPDATE returns each row as committed once its lock is held.
 LOCK_WARDS = WARD_VERSIONS.order_by(wards.c.code).with_for_update()
+#: One ward's (seq, layout version): per ward, as an expanding IN list is written per execution.
+WARD_VERSION = select(wards.c.seq, wards.c.layout_version).where(wards.c.code == bindparam("code"))
 WARD_OF_BED = select(beds.c.ward_code).where(beds.c.code == bindparam("code"))
-PATIENT_BY_NHS = select(patients).where(patients.c.nhs_number == bindparam("nhs"))
-PATIENT_BY_MRN = select(patients).where(patients.c.mrn == bindparam("mrn")).order_by(patients.c.id).limit(1)
+PATIENT_BY_NHS = select(patients).where(patients.c.nhs_number == bindparam("value"))
+PATIENT_BY_MRN = select(patients).where(patients.c.mrn == bindparam("value")).order_by(patients.c.id).limit(1)
 SET_FEED_TIME = (
     update(patients)
     .where(patients.c.id == bindparam("p_id"))

@@ -1,0 +1,191 @@
+"""`whiteboard.store.direct.run` gives what `Connection.execute` gives, on SQLite and PostgreSQL.
+
+The write path's hot statements skip SQLAlchemy's per-execution layer; these tests hold the
+shortcut to the same values, types, row counts and errors as the long way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from whiteboard.store import direct, migrate
+from whiteboard.store import statements as st
+from whiteboard.store.engine import open_engines, sync_sqlite_writer
+from whiteboard.store.tables import events, patients, sites, stays, wards
+
+BACKENDS = ["sqlite", "postgresql"]
+
+PATIENT = {
+    "id": "p1",
+    "nhs_number": "9434765919",
+    "mrn": "RX1",
+    "given_name": "Ada",
+    "family_name": "O'Brien",
+    "dob": "1950-01-02",
+    "sex": "female",
+}
+STAY = {
+    "id": "s1",
+    "patient_id": "p1",
+    "ward_code": "W01",
+    "bed_code": None,
+    "is_open": True,
+    "version": 1,
+    "admitted_at": "2030-01-01T00:00:00.000Z",
+    "consultant": None,
+    "named_nurse": None,
+    "edd": None,
+    "day_status": None,
+    "news2": None,
+    "alerts": ["falls", "dementia"],
+    "discharge": {"pathway": 1, "blockers": [{"code": "tto", "since": None}]},
+    "previous": {"bed": "W01-B1-1", "ward": "W01", "bed_state": "dirty"},
+}
+
+
+@pytest.fixture(params=BACKENDS)
+async def writer(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/direct.db"
+    else:
+        url = request.getfixturevalue("pg_database_url")
+    engine, reader = open_engines(url)
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:
+        await conn.execute(sites.insert().values(code="S", name="Site"))
+        await conn.execute(wards.insert().values(code="W01", site_code="S", name="Ward 1"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        if reader is not engine:
+            await reader.dispose()
+
+
+async def both_ways(engine: AsyncEngine, statement: Any, params: Any = None) -> tuple[Any, Any]:
+    """(direct.run's rows, Connection.execute's rows), each in a transaction rolled back after."""
+
+    def shortcut(conn: Connection) -> Any:
+        return direct.run(conn, statement, params)
+
+    async with engine.connect() as conn:
+        async with conn.begin() as tx:
+            got = await conn.run_sync(shortcut)
+            await tx.rollback()
+        async with conn.begin() as tx:
+            result = await conn.execute(statement, params)
+            expected = (
+                ([tuple(r) for r in result], result.rowcount)
+                if result.returns_rows
+                else ([], result.rowcount)
+            )
+            await tx.rollback()
+    return got, expected
+
+
+async def write(engine: AsyncEngine, statement: Any, params: Any) -> direct.Rows:
+    def shortcut(conn: Connection) -> direct.Rows:
+        return direct.run(conn, statement, params)
+
+    async with engine.begin() as conn:
+        return await conn.run_sync(shortcut)
+
+
+async def test_json_and_booleans_round_trip_as_sqlalchemy_writes_and_reads_them(writer: AsyncEngine) -> None:
+    dialect = writer.dialect.name
+    await write(writer, st.upsert_for(dialect, patients, PATIENT, "id"), PATIENT)
+    await write(writer, st.upsert_for(dialect, stays, STAY, "id"), STAY)
+    async with writer.connect() as conn:
+        stored = (await conn.execute(select(stays).where(stays.c.id == "s1"))).one()._mapping
+    assert {k: stored[k] for k in STAY} == STAY
+    got, (expected, _count) = await both_ways(writer, st.OPEN_STAY_OF_PATIENT, {"p_id": "p1"})
+    assert got.rows == expected == [("s1", "W01", STAY["previous"])]
+    assert got.keys == ("id", "ward_code", "previous")
+
+
+async def test_a_constant_bound_in_the_statement_is_sent(writer: AsyncEngine) -> None:
+    """PATIENT_BY_MRN has LIMIT 1 as a bound parameter the caller never gives."""
+    dialect = writer.dialect.name
+    for n in (2, 1):
+        row = {**PATIENT, "id": f"p{n}", "nhs_number": None}
+        await write(writer, st.upsert_for(dialect, patients, row, "id"), row)
+    got, (expected, _count) = await both_ways(writer, st.PATIENT_BY_MRN, {"value": "RX1"})
+    assert len(got.rows) == 1
+    assert got.rows == expected
+    assert got.mapping(got.rows[0])["id"] == "p1"
+
+
+async def test_row_counts_match(writer: AsyncEngine) -> None:
+    remember = {"sender": "PAS|RX1", "control_id": "1", "received_at": "2030-01-01T00:00:00Z", "event": "A01"}
+    statement = st.record_message(writer.dialect.name)
+    assert (await write(writer, statement, remember)).rowcount == 1
+    got, (_rows, expected) = await both_ways(writer, statement, remember)
+    assert got.rowcount == expected == 0  # already recorded: ON CONFLICT DO NOTHING
+    got, (_rows, expected) = await both_ways(writer, st.SET_WARD_SEQ, {"w_code": "W01", "w_seq": 9})
+    assert got.rowcount == expected == 1
+
+
+async def test_many_parameter_sets_in_one_call(writer: AsyncEngine) -> None:
+    batch = [
+        {
+            "ward_code": "W01",
+            "seq": n,
+            "at": "2030-01-01T00:00:00Z",
+            "actor": "t",
+            "type": "x",
+            "payload": {"n": n},
+        }
+        for n in (1, 2, 3)
+    ]
+    await write(writer, st.APPEND_EVENTS, batch)
+    async with writer.connect() as conn:
+        found = (await conn.execute(select(events.c.seq, events.c.payload).order_by(events.c.seq))).all()
+    assert [tuple(r) for r in found] == [(1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3})]
+
+
+async def test_driver_errors_are_sqlalchemys_and_hide_the_values(writer: AsyncEngine) -> None:
+    row = {
+        "ward_code": "W01",
+        "seq": 1,
+        "at": "2030",
+        "actor": "t",
+        "type": "x",
+        "payload": {"secret": "Ada"},
+    }
+    await write(writer, st.APPEND_EVENTS, [row])
+    with pytest.raises(IntegrityError) as raised:
+        await write(writer, st.APPEND_EVENTS, [row])  # (ward, seq) is taken
+    assert "Ada" not in str(raised.value)
+
+
+async def test_what_it_cannot_run_itself_goes_through_sqlalchemy(writer: AsyncEngine) -> None:
+    expanding = select(wards.c.code).where(wards.c.code.in_(bindparam("codes", expanding=True)))
+    got, (expected, _count) = await both_ways(writer, expanding, {"codes": ["W01", "W99"]})
+    assert got.rows == expected == [("W01",)]
+
+
+async def test_the_sqlite_writer_thread_engine_runs_statements_directly(tmp_path: Path) -> None:
+    """The plan is compiled once and kept; the SQLite writer's pysqlite connection takes it."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/direct.db"
+    engine, reader = open_engines(url)
+    await migrate.upgrade(engine)
+    sync = sync_sqlite_writer(engine)
+    try:
+        with sync.begin() as conn:
+            conn.execute(sites.insert().values(code="S", name="Site"))
+            conn.execute(wards.insert().values(code="W01", site_code="S", name="Ward 1", seq=4))
+            assert direct.run(conn, st.WARD_VERSION, {"code": "W01"}).rows == [(4, 0)]
+            assert direct.run(conn, st.WARD_VERSION, {"code": "W02"}).first() is None
+        plans = direct._plans[sync.dialect]
+        assert plans[(id(st.WARD_VERSION), ("code",))] is not None
+    finally:
+        sync.dispose()
+        await engine.dispose()
+        await reader.dispose()
