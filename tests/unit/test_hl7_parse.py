@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import hl7
@@ -166,6 +167,20 @@ def test_mllp_framing_bom_and_surrounding_whitespace_are_stripped() -> None:
 def test_z_segments_anywhere_are_ignored() -> None:
     message = swap(fx.ADT_A01, "PV1|", "ZXY|1|\\H\\noise\\N\\^x\rPV1|")
     assert parse_adt(message) == parse_adt(fx.ADT_A01)
+
+
+def test_fields_the_board_does_not_read_change_nothing() -> None:
+    """PID, PV1 and PV2 reach python-hl7 cut to the fields read: what sits between and after
+    them (addresses, visit numbers, odd escapes, many repetitions) must not move or spoil them."""
+    plain = parse_adt(fx.ADT_A03_CRLF)
+    busy = swap(
+        fx.ADT_A03_CRLF, "||19900101|F", "|Ahmad~Ahmet|19900101|F|||1 High St^^Leeds^^LS1||07700~07711~07722"
+    )
+    busy = swap(busy, "|||||||MED|", "|\\Zjunk\\||W02^B1^W02-B1-1|C1^Lee^Ann^^^Dr|||MED|")
+    busy = swap(busy, "20241027014500\r\n", "20241027014500|X^Y^Z|\\F\\|||9\r\n")
+    adt = parse_adt(busy)
+    assert adt == replace(plain, attending="Dr Ann Lee", prior_location=Location("W02", "B1", "W02-B1-1"))
+    assert adt.discharge_time == plain.discharge_time is not None
 
 
 def test_utf8_bytes_without_msh18() -> None:

@@ -48,6 +48,11 @@ _NEEDS_BED: Final = frozenset({"A01", "A02"})
 #: The segments read after MSH; only the first of each is handed to python-hl7, so a message
 #: padded with other segments costs no more to parse than one without.
 _READ_SEGMENTS: Final = ("EVN", "PID", "PV1", "PV2")
+#: The fields read of the longest segments. python-hl7 builds a container for every field
+#: (a real PV1 has fifty, and an A03's PV1-45 comes after forty empty ones), so it is handed
+#: only these; escapes never contain the field separator, so cutting a segment at it is the
+#: same first step python-hl7 takes. MSH and EVN are handed over whole: the ACK reads them.
+_READ_FIELDS: Final[dict[str, tuple[int, ...]]] = {"PID": (3, 5, 7, 8), "PV1": (3, 6, 7, 45), "PV2": (9,)}
 
 LONDON: Final = ZoneInfo("Europe/London")
 
@@ -260,6 +265,30 @@ def _parse_segments(segments: list[str]) -> Any:
         raise Hl7Refused("AR", "Not HL7: the message could not be parsed", error_code="100") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """A segment python-hl7 parsed from only the fields we read: field n is its field `at[n]`."""
+
+    segment: Any
+    at: dict[int, int]
+
+
+def _only_fields(segment: str, separator: str) -> str:
+    """`segment` with only the fields `_READ_FIELDS` names for it (all of it for other segments)."""
+    numbers = _READ_FIELDS.get(segment[:3])
+    if numbers is None or not separator:
+        return segment
+    fields = segment.split(separator)
+    return separator.join([fields[0], *(fields[n] if n < len(fields) else "" for n in numbers)])
+
+
+def _read_fields(message: Any, segment_id: str) -> _Fields | None:
+    segment = _find(message, segment_id)
+    if segment is None:
+        return None
+    return _Fields(segment, {n: place for place, n in enumerate(_READ_FIELDS[segment_id], start=1)})
+
+
 def _segment_id(segment: Any) -> str:
     return str(segment[0]) if len(segment) else ""
 
@@ -284,6 +313,8 @@ def _value(segment: Any, field_num: int, rep: int = 1, comp: int = 1, sub: int =
     """One unescaped leaf value; "" when the segment, field, repetition or component is absent."""
     if segment is None:
         return ""
+    if isinstance(segment, _Fields):
+        segment, field_num = segment.segment, segment.at[field_num]
     try:
         value = segment.extract_field(
             field_num=field_num, repeat_num=rep, component_num=comp, subcomponent_num=sub
@@ -294,6 +325,8 @@ def _value(segment: Any, field_num: int, rep: int = 1, comp: int = 1, sub: int =
 
 
 def _repetitions(segment: Any, field_num: int) -> int:
+    if isinstance(segment, _Fields):
+        segment, field_num = segment.segment, segment.at[field_num]
     if segment is None or field_num >= len(segment):
         return 0
     return len(segment(field_num))
@@ -429,9 +462,12 @@ def _parse_adt(raw: bytes | str, refuse: _Refuser) -> AdtMessage:
         raise refuse("AR", "Not HL7: the message must start with an MSH segment", "100")
     if any(s.startswith("MSH") and s[3:4] == segments[0][3] for s in segments[1:]):
         raise refuse("AR", "More than one MSH segment: send one message per block", "100")
+    separator = segments[0][3:4]  # "" for a bare "MSH": refused below, while parsing it
     wanted = [segments[0]]
     for name in _READ_SEGMENTS:
-        wanted += [s for s in segments if s[:3] == name and s[3:4] in (segments[0][3], "")][:1]
+        wanted += [
+            _only_fields(s, separator) for s in segments if s[:3] == name and s[3:4] in (separator, "")
+        ][:1]
     message = _parse_segments(wanted)
     refuse.message = message
     msh = message[0]
@@ -452,10 +488,10 @@ def _parse_adt(raw: bytes | str, refuse: _Refuser) -> AdtMessage:
     if not control_id:
         raise refuse("AR", "MSH-10: the message control ID is missing", "101", "MSH-10")
 
-    pid = _find(message, "PID")
+    pid = _read_fields(message, "PID")
     if pid is None:
         raise refuse("AE", f"No PID segment: an {event} needs one", "100", "PID")
-    pv1 = _find(message, "PV1")
+    pv1 = _read_fields(message, "PV1")
     if pv1 is None:
         raise refuse("AE", f"No PV1 segment: an {event} needs one", "100", "PV1")
 
@@ -488,7 +524,7 @@ def _parse_adt(raw: bytes | str, refuse: _Refuser) -> AdtMessage:
         location=location,
         prior_location=_location(pv1, 6),
         attending=_person(pv1, 7),
-        edd=_calendar_date(_value(_find(message, "PV2"), 9, 1, 1), "PV2-9", refuse),
+        edd=_calendar_date(_value(_read_fields(message, "PV2"), 9, 1, 1), "PV2-9", refuse),
         discharge_time=_utc(discharge, "PV1-45", refuse) if discharge else None,
         message=message,
     )
