@@ -20,6 +20,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,7 +32,8 @@ from whiteboard.fanout.base import decode_event
 from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.layout import load_layout, parse_layout
 from whiteboard.service import BoardService, PatientDetails
-from whiteboard.store import migrate
+from whiteboard.store import migrate, rows
+from whiteboard.store import statements as st
 from whiteboard.store.accounts import Principal
 from whiteboard.store.engine import open_engines
 from whiteboard.store.repository import Repository
@@ -226,6 +228,27 @@ def _schema(sync: Connection) -> dict[str, Any]:
 def _diff(sync: Connection) -> list[Any]:
     context = MigrationContext.configure(sync, opts={"compare_type": True})
     return list(compare_metadata(context, metadata))
+
+
+async def test_open_stay_lookups_use_the_two_column_indexes(tmp_path: Path) -> None:
+    """SQLite keeps no statistics: given `is_open` indexed on its own, it read every open stay in
+    the trust to find one patient's or one ward's. The feed and the board loader must not."""
+    writer, reader = open_engines(f"sqlite+aiosqlite:///{tmp_path}/plan.db")
+    try:
+        await migrate.upgrade(writer)
+        async with writer.connect() as conn:
+            for statement, index in [
+                (st.OPEN_STAY_OF_PATIENT, "ix_stays_patient_open (patient_id=? AND is_open=?)"),
+                (st.LAST_WARD_OF_PATIENT, "ix_stays_patient_open (patient_id=?)"),
+                (rows._OPEN_STAYS_OF_WARD, "ix_stays_ward_open (ward_code=? AND is_open=?)"),
+            ]:
+                sql = str(statement.compile(dialect=sqlite.dialect()))
+                plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, (None,) * sql.count("?"))
+                steps = [row[3] for row in plan]
+                assert f"SEARCH stays USING INDEX {index}" in steps, steps
+    finally:
+        await writer.dispose()
+        await reader.dispose()
 
 
 async def test_upgrade_is_idempotent_and_builds_exactly_the_tables(database_url: str) -> None:

@@ -86,8 +86,8 @@ stays = Table(
     "stays",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("patient_id", String(32), ForeignKey("patients.id"), nullable=False, index=True),
-    Column("ward_code", String(32), nullable=False, index=True),
+    Column("patient_id", String(32), ForeignKey("patients.id"), nullable=False),
+    Column("ward_code", String(32), nullable=False),
     Column("bed_code", String(64), nullable=True),
     Column("is_open", Boolean, nullable=False, default=True, index=True),
     Column("version", Integer, nullable=False, default=1),
@@ -132,6 +132,12 @@ events = Table(
     UniqueConstraint("ward_code", "seq", name="uq_events_ward_seq"),
 )
 Index("ix_events_at", events.c.at)
+# A patient's open stay and a ward's open stays are looked up on every feed message and every
+# board load. With `is_open` indexed alone beside `patient_id` and `ward_code`, SQLite (which
+# keeps no statistics unless told to ANALYZE) chose the `is_open` index and read every open
+# stay in the trust each time; these answer both columns at once.
+Index("ix_stays_patient_open", stays.c.patient_id, stays.c.is_open)
+Index("ix_stays_ward_open", stays.c.ward_code, stays.c.is_open)
 
 tokens = Table(
     "tokens",
