@@ -52,6 +52,12 @@ class BoardCache:
     unchanged: every change to what a board shows is an event (which moves `seq` on), and a
     layout load moves `layout_version` on. Any other process's write moves `seq`, so a stale
     copy is never used; entries are stored only after their transaction has committed.
+
+    Two writes to one ward can commit in one order and be remembered in the other (on
+    PostgreSQL the second waits on the ward lock, not on the first's return to the event
+    loop), so a board never replaces a later one: with the older copy kept, every following
+    write to the ward found the cache one seq behind and read the ward again — in a burst
+    through the API on one process, nine writes in ten.
     """
 
     def __init__(self, limit: int = 1024) -> None:
@@ -65,7 +71,10 @@ class BoardCache:
         return hit[1]
 
     def put(self, board: Board, layout_version: int) -> None:
-        if len(self._boards) >= self.limit and board.ward.code not in self._boards:
+        held = self._boards.get(board.ward.code)
+        if held is not None and (held[0], held[1].seq) > (layout_version, board.seq):
+            return
+        if held is None and len(self._boards) >= self.limit:
             self._boards.pop(next(iter(self._boards)))
         self._boards[board.ward.code] = (layout_version, board)
 
@@ -327,9 +336,7 @@ class Repository:
 
     @staticmethod
     def open_stay_ward(conn: Connection, stay_id: str) -> str:
-        ward = (
-            conn.execute(select(stays.c.ward_code).where(stays.c.id == stay_id, stays.c.is_open))
-        ).scalar()
+        ward = run(conn, st.WARD_OF_OPEN_STAY, {"s_id": stay_id}).scalar()
         if ward is None:
             raise NotFound(f"stay {stay_id} is not an open stay")
         return str(ward)
@@ -337,12 +344,8 @@ class Repository:
     @staticmethod
     def open_stay_of(conn: Connection, patient_id: str) -> tuple[str, str] | None:
         """(stay id, ward) of the patient's open stay, if they are in."""
-        row = (
-            conn.execute(
-                select(stays.c.id, stays.c.ward_code).where(stays.c.patient_id == patient_id, stays.c.is_open)
-            )
-        ).first()
-        return None if row is None else (row.id, row.ward_code)
+        row = run(conn, st.OPEN_STAY_OF_PATIENT, {"p_id": patient_id}).first()
+        return None if row is None else (row[0], row[1])
 
     @staticmethod
     def patient(conn: Connection, patient_id: str) -> Patient:
