@@ -16,11 +16,13 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.board.roles import ASSIGNABLE_ROLES, USER_ROLES
 from whiteboard.errors import Conflict, Invalid, NotFound
+from whiteboard.store import direct
+from whiteboard.store.engine import outside_transaction
 from whiteboard.store.tables import displays, sessions, tokens, users, wards
 from whiteboard.types import iso_z, now_z, utc_now
 
@@ -96,18 +98,20 @@ async def revoke_token(engine: AsyncEngine, name: str) -> None:
             raise NotFound(f"no live token named {name}")
 
 
+#: Every request with a bearer token runs this, so it is built once and run on the driver's
+#: cursor, outside a transaction: a revoked token is refused at once, never from a cache.
+LIVE_TOKEN = select(tokens.c.name, tokens.c.role).where(
+    tokens.c.token_hash == bindparam("hash"), tokens.c.revoked_at.is_(None)
+)
+
+
 async def token_principal(engine: AsyncEngine, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(tokens.c.name, tokens.c.role).where(
-                    tokens.c.token_hash == digest(token), tokens.c.revoked_at.is_(None)
-                )
-            )
-        ).first()
-    return None if row is None else Principal("token", row.name, row.role)
+        conn = await outside_transaction(conn)
+        row = (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": digest(token)})).first()
+    return None if row is None else Principal("token", row[0], row[1])
 
 
 # --- users -------------------------------------------------------------------------------------

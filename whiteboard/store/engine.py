@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def _json_text(value: Any) -> str:
@@ -73,6 +73,16 @@ def _tune_sqlite(engine: Engine, begin: str) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
+
+
+async def outside_transaction(conn: AsyncConnection) -> AsyncConnection:
+    """`conn` for a read of one statement: on PostgreSQL outside any transaction (autocommit),
+    which spares a BEGIN and a ROLLBACK round trip on every authenticated request. SQLite's
+    connections are left as they are: we begin their transactions ourselves (`_tune_sqlite`),
+    and SQLAlchemy's AUTOCOMMIT there would hand that back to the driver."""
+    if conn.dialect.name == "sqlite":
+        return conn
+    return await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

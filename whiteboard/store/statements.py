@@ -70,6 +70,8 @@ SET_FEED_TIME = (
 OPEN_STAY_OF_PATIENT = select(stays.c.id, stays.c.ward_code, stays.c.previous).where(
     stays.c.patient_id == bindparam("p_id"), stays.c.is_open
 )
+#: The ward of an open stay (every command on a stay starts here).
+WARD_OF_OPEN_STAY = select(stays.c.ward_code).where(stays.c.id == bindparam("s_id"), stays.c.is_open)
 #: The ward of the patient's latest stay, where a late message about them is recorded.
 LAST_WARD_OF_PATIENT = (
     select(stays.c.ward_code)
