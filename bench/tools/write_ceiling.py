@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import shutil
 import sys
 import tempfile
@@ -107,7 +108,15 @@ def main() -> None:
         try:
             for s in servers:
                 s.start()
-            resources, _ = c.admit_and_list([("127.0.0.1", s.port) for s in servers], tokens[0], wards)
+            listed, _ = c.admit_and_list([("127.0.0.1", s.port) for s in servers], tokens[0], wards)
+            # Round-robin over the wards, as the burst sends them: listed ward by ward, every
+            # writer would be on the same ward at once, queueing on its lock.
+            by_ward: dict[str, list[c.Resource]] = {}
+            for r in listed:
+                by_ward.setdefault(r.ward, []).append(r)
+            resources = [
+                r for group in itertools.zip_longest(*by_ward.values()) for r in group if r is not None
+            ]
             meter = c.CpuMeter(
                 {
                     **{s.name: (lambda s=s: [s.pid]) for s in servers},
