@@ -11,6 +11,7 @@ import uvicorn
 
 from whiteboard.app import create_app
 from whiteboard.settings import Settings
+from whiteboard.wsprotocol import LeanWebSocketProtocol
 
 #: A client frame over 64 KiB closes the socket with 1009 (DESIGN 4.3).
 WS_MAX_SIZE = 64 * 1024
@@ -30,7 +31,8 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         # with bench/fanout_cluster.py: a quarter less CPU per frame sent, and the saturation
         # rate 28k -> 47k frames/s on two processes (bench/results/experiments/).
         loop="auto",
-        ws="websockets-sansio",
+        # websockets-sansio, holding less for each idle socket (see whiteboard/wsprotocol.py).
+        ws=LeanWebSocketProtocol,
         ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=10.0,
         ws_ping_timeout=20.0,

@@ -137,6 +137,10 @@ class WardSocket:
             return
         hub: Hub = websocket.app.state.hub
         await websocket.accept()
+        # Read for the handshake only, yet the scope lives as long as the socket: ~1 KiB of each
+        # idle socket with the bench's six short headers (bench/tools/idle_rss.py), more with a
+        # browser's cookies and user agent.
+        scope["headers"] = []
         client = hub.new_client(ward, view, StarletteSink(websocket), caller.principal)
         await hub.join(client)
         reader: asyncio.Future[Message] | None = None
