@@ -14,6 +14,15 @@ first frames) are now in `whiteboard/` itself; their runs are in bench/results/e
   `gc-pauses.log` in the server's working folder (generation, milliseconds, objects collected).
 - `gc-freeze`: `gc.freeze()` once the server is up, and a higher generation-0 threshold, so
   the long-lived objects of start-up and of idle sockets are not traversed again and again.
+- `ws-sansio`, `ws-wsproto`, `ws-websockets`: uvicorn's own WebSocket protocol of that name
+  (`websockets-sansio`, `wsproto`, the legacy `websockets`) instead of the server's
+  `whiteboard.wsprotocol.LeanWebSocketProtocol`. `wsproto` is not a dependency: put it on
+  PYTHONPATH (`pip install --target DIR wsproto`) to run that one.
+- `reader-pool-N`: SQLite engines with a pool of N connections and no overflow (SQLAlchemy's
+  default for them is 5 + 10 overflow: a connect storm grows the reader pool to 15 aiosqlite
+  connections, a thread and a page cache each, kept afterwards).
+- `keep-scope-headers`: the socket endpoint keeps the handshake's headers in its scope, as it
+  did before it emptied them on accept.
 
 Run: .venv/bin/python bench/tools/serve_variant.py --variant gc-log -- --host 127.0.0.1 --port 8000
 """
@@ -94,7 +103,52 @@ def apply(variants: set[str]) -> None:
         gc.set_threshold(50_000, 20, 100)
         Hub.start = hub_start  # type: ignore[method-assign]
 
+    protocols = {"ws-sansio": "websockets-sansio", "ws-wsproto": "wsproto", "ws-websockets": "websockets"}
+    chosen = [protocols[v] for v in variants if v in protocols]
+    if chosen:
+        import whiteboard.server
+
+        original_config = whiteboard.server.uvicorn_config
+
+        def uvicorn_config(*args: Any, **kwargs: Any) -> Any:
+            config = original_config(*args, **kwargs)
+            config.ws = chosen[0]
+            return config
+
+        whiteboard.server.uvicorn_config = uvicorn_config  # type: ignore[assignment]
+
+    if "keep-scope-headers" in variants:
+        from starlette.websockets import WebSocket
+
+        kept: list[Any] = []  # sockets are opened, not closed, in the memory runs
+        original_accept = WebSocket.accept
+
+        async def accept(self: WebSocket, *args: Any, **kwargs: Any) -> None:
+            kept.append(self.scope["headers"])
+            await original_accept(self, *args, **kwargs)
+
+        WebSocket.accept = accept  # type: ignore[method-assign]
+
+    pools = [v for v in variants if v.startswith("reader-pool-")]
+    if pools:
+        from sqlalchemy.ext import asyncio as sa_asyncio
+
+        import whiteboard.store.engine as engine
+
+        size = int(pools[0].removeprefix("reader-pool-"))
+        original_create = sa_asyncio.create_async_engine
+
+        def create_async_engine(url: Any, **kwargs: Any) -> Any:
+            if str(url).startswith("sqlite"):
+                kwargs.update(pool_size=size, max_overflow=0)
+            return original_create(url, **kwargs)
+
+        engine.create_async_engine = create_async_engine  # type: ignore[assignment]
+
     known = {
+        *protocols,
+        *pools,
+        "keep-scope-headers",
         "reorder-window",
         "gc-log",
         "gc-freeze",
