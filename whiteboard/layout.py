@@ -137,7 +137,13 @@ async def load_layout(engine: AsyncEngine, layout: tuple[SiteSpec, ...]) -> dict
                     "position": ward.position,
                 }
                 if ward.code in existing_wards:
-                    await conn.execute(update(wards).where(wards.c.code == ward.code).values(**wv))
+                    # layout_version moves on: boards cached by running servers (which match a
+                    # ward's seq and layout_version) are read again, new beds and names included.
+                    await conn.execute(
+                        update(wards)
+                        .where(wards.c.code == ward.code)
+                        .values(**wv, layout_version=wards.c.layout_version + 1)
+                    )
                 else:
                     await conn.execute(wards.insert().values(code=ward.code, seq=0, **wv))
                 counts["wards"] += 1

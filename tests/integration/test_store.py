@@ -321,6 +321,22 @@ async def test_loading_a_layout_twice_updates_in_place_and_never_duplicates(stor
     }
 
 
+async def test_a_layout_loaded_while_serving_reaches_the_next_write(store: Store) -> None:
+    """Servers keep boards they wrote in memory while the ward's seq and layout version hold: a
+    layout load must move the version on, or a new bed is 'not known' and a renamed ward keeps
+    its old name until some other change moves the seq."""
+    await store.service.admit(NURSE, "W01-B1-1", details(1))  # W01's board is now held in memory
+    doc = hospital_layout(w01_name="Ward One (Acute)")
+    doc["sites"][0]["wards"][0]["beds"].append({"code": "W01-B1-9", "bay": "B1", "kind": "bay"})
+    await load_layout(store.writer, parse_layout(doc))
+    outcome = await store.service.update_bed(NURSE, "W01-B1-9", 1, "closed")
+    assert [e.bed.code for e in outcome.events if e.bed is not None] == ["W01-B1-9"]
+    board = await store.repo.board("W01")
+    assert board.ward.name == "Ward One (Acute)"
+    added = board.bed("W01-B1-9")
+    assert added is not None and added.state == "closed"
+
+
 def _bad(path: list[Any], value: Any, *, delete: bool = False) -> dict[str, Any]:
     """The good layout with one field replaced (or removed)."""
     doc = copy.deepcopy(hospital_layout())

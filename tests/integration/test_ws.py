@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.helpers import timeout, wait_until
-from tests.integration.conftest import Hospital, bed_code, make_hospital, open_socket, patient
+from tests.integration.conftest import Hospital, bed_code, layout, make_hospital, open_socket, patient
 
 SECRETS = ["Given", "Family", "M0", "999000", "1950-01-01", "MRSA", "waiting for OT"]
 
@@ -179,6 +180,27 @@ async def test_revoking_a_token_closes_its_sockets_within_two_seconds(hospital: 
         await asyncio.wait_for(sock.closed.wait(), timeout(3))
         assert sock.conn.close_code == 1008
         assert time.perf_counter() - started < 2.5
+
+
+async def test_a_screen_joining_after_a_layout_load_sees_the_new_bed(tmp_path: Path) -> None:
+    """Snapshots are shared by the sockets joining at one seq; a layout load adds and changes
+    beds without moving the seq, so it must not be served the snapshot from before."""
+    h = make_hospital(tmp_path, wards=1)
+    await h.server.astart()
+    try:
+        async with open_socket(h.ws_url("W01"), token=h.token) as sock:
+            before = await sock.wait_for(lambda f: f["type"] == "snapshot")
+        doc = layout(wards=1)
+        doc["sites"][0]["wards"][0]["beds"].append({"code": "W01-B2-7", "bay": "B2", "kind": "bay"})
+        (tmp_path / "layout.json").write_text(json.dumps(doc))
+        h.cli("layout", "load", str(tmp_path / "layout.json"))
+        async with open_socket(h.ws_url("W01"), token=h.token) as sock:
+            after = await sock.wait_for(lambda f: f["type"] == "snapshot")
+        assert after["seq"] == before["seq"]  # no event: only the layout moved on
+        assert "W01-B2-7" not in [b["code"] for b in before["beds"]]
+        assert "W01-B2-7" in [b["code"] for b in after["beds"]]
+    finally:
+        h.server.stop()
 
 
 async def test_state_survives_a_restart_and_sockets_resume(tmp_path) -> None:

@@ -210,8 +210,8 @@ class Hub:
         self.channels: dict[str, WardChannel] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._joining: dict[str, asyncio.Lock] = {}
-        #: The last snapshot frame sent per (ward, view), with its seq.
-        self._snapshots: dict[tuple[str, str], tuple[int, str]] = {}
+        #: The last snapshot frame sent per (ward, view), with its (seq, layout version).
+        self._snapshots: dict[tuple[str, str], tuple[tuple[int, int], str]] = {}
         #: Each followed ward's seq in the store at the previous catch-up tick.
         self._store_seqs: dict[str, int] = {}
         self._heartbeat_slice = 0
@@ -272,14 +272,15 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await self.broker.unfollow(client.ward)
 
-    def snapshot_at(self, ward: str, view: str, seq: int) -> str | None:
+    def snapshot_at(self, ward: str, view: str, at: tuple[int, int]) -> str | None:
+        """The snapshot text last built of the ward for `view`, if it was at (seq, layout version) `at`."""
         hit = self._snapshots.get((ward, view))
-        return hit[1] if hit is not None and hit[0] == seq else None
+        return hit[1] if hit is not None and hit[0] == at else None
 
-    def remember_snapshot(self, ward: str, view: str, seq: int, text: str) -> None:
+    def remember_snapshot(self, ward: str, view: str, at: tuple[int, int], text: str) -> None:
         if len(self._snapshots) > 4 * 1024:
             self._snapshots.clear()
-        self._snapshots[(ward, view)] = (seq, text)
+        self._snapshots[(ward, view)] = (at, text)
 
     def public_alerts(self, ward: str) -> frozenset[str]:
         channel = self.channels.get(ward)

@@ -99,16 +99,19 @@ async def first_frames(
             records = await repo.events_since(ward, since, limit=REPLAY_LIMIT, until=latest)
             if records and records[0].seq == since + 1:
                 return [(r.seq, render(r, view, alerts)) for r in records], records[-1].seq
-    # A ward's snapshot at a given seq never changes: sockets joining between two changes (a
-    # reconnect storm after a restart, say) share one read and one serialisation.
-    latest = (await repo.ward_seqs([ward])).get(ward, 0)
-    text = hub.snapshot_at(ward, view, latest)
+    # A ward's snapshot at a given (seq, layout version) never changes: sockets joining between
+    # two changes (a reconnect storm after a restart, say) share one read and one serialisation.
+    # A layout load moves the version on (new beds, new names) without an event.
+    latest, layout = await repo.ward_versions(ward) or (0, 0)
+    text = hub.snapshot_at(ward, view, (latest, layout))
     if text is not None:
         return [(latest, text)], latest
     board = await repo.board(ward)
     frame = {"type": "snapshot", "ward": ward, "seq": board.seq, "view": view, **_body(snapshot(board, view))}
     text = orjson.dumps(frame).decode()
-    hub.remember_snapshot(ward, view, board.seq, text)
+    # Kept under the version read before the board: a board read at a later layout is only
+    # ever newer than its key says, never older.
+    hub.remember_snapshot(ward, view, (board.seq, layout), text)
     return [(board.seq, text)], board.seq
 
 

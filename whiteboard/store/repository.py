@@ -45,6 +45,13 @@ class Committed:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _driver_in_transaction(conn: Connection) -> bool:
+    try:
+        return bool(getattr(conn.connection.dbapi_connection, "in_transaction", True))
+    except Exception:  # closed or invalidated on the way: not to be reused either way
+        return True
+
+
 class BoardCache:
     """This process's copies of boards it has written, each valid only at its (layout, seq).
 
@@ -160,8 +167,9 @@ class Repository:
             with conn.begin():
                 done = self._attempt(conn, job)
         except BaseException:
-            # The transaction is rolled back; a connection left in doubt is not reused.
-            if conn.in_transaction() or conn.invalidated:
+            # The transaction is rolled back. A connection left in doubt is not reused: one
+            # still inside BEGIN IMMEDIATE (its ROLLBACK failed) would hold the write lock.
+            if conn.in_transaction() or conn.invalidated or _driver_in_transaction(conn):
                 conn.close()
                 self._writer_conn = None
             raise
@@ -415,6 +423,12 @@ class Repository:
                 {"code": c, "name": n, "site": s, "beds_total": int(total or 0), "beds_free": int(fr or 0)}
                 for c, n, s, total, fr in result
             ]
+
+    async def ward_versions(self, ward_code: str) -> tuple[int, int] | None:
+        """The ward's (seq, layout version): what a board of it is the same board at."""
+        async with self.reader.connect() as conn:
+            found = (await conn.execute(st.WARD_VERSION, {"code": ward_code})).first()
+        return None if found is None else (int(found[0]), int(found[1]))
 
     async def ward_seqs(self, ward_codes: Sequence[str]) -> dict[str, int]:
         if not ward_codes:
