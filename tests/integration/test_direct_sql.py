@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.store import direct, migrate
@@ -165,6 +165,15 @@ async def test_driver_errors_are_sqlalchemys_and_hide_the_values(writer: AsyncEn
     assert "Ada" not in str(raised.value)
 
 
+async def test_a_parameter_that_cannot_be_bound_is_a_statement_error(writer: AsyncEngine) -> None:
+    """As Connection.execute raises it: SQLAlchemy's StatementError, not a bare KeyError."""
+    with pytest.raises(StatementError):
+        await write(writer, st.SET_WARD_SEQ, {"w_code": "W01"})  # w_seq missing
+    with pytest.raises(StatementError):
+        await write(writer, st.APPEND_EVENTS, [{"ward_code": "W01", "seq": 1, "at": "2030", "actor": "t",
+                                                "type": "x", "payload": {"bad": {1, 2}}}])  # fmt: skip
+
+
 async def test_what_it_cannot_run_itself_goes_through_sqlalchemy(writer: AsyncEngine) -> None:
     expanding = select(wards.c.code).where(wards.c.code.in_(bindparam("codes", expanding=True)))
     got, (expected, _count) = await both_ways(writer, expanding, {"codes": ["W01", "W99"]})
@@ -184,7 +193,7 @@ async def test_the_sqlite_writer_thread_engine_runs_statements_directly(tmp_path
             assert direct.run(conn, st.WARD_VERSION, {"code": "W01"}).rows == [(4, 0)]
             assert direct.run(conn, st.WARD_VERSION, {"code": "W02"}).first() is None
         plans = direct._plans[sync.dialect]
-        assert plans[(id(st.WARD_VERSION), ("code",))] is not None
+        assert plans[(id(st.WARD_VERSION), ("code",), False)][1] is not None
     finally:
         sync.dispose()
         await engine.dispose()

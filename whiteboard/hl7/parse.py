@@ -465,9 +465,9 @@ def _parse_adt(raw: bytes | str, refuse: _Refuser) -> AdtMessage:
     separator = segments[0][3:4]  # "" for a bare "MSH": refused below, while parsing it
     wanted = [segments[0]]
     for name in _READ_SEGMENTS:
-        wanted += [
-            _only_fields(s, separator) for s in segments if s[:3] == name and s[3:4] in (separator, "")
-        ][:1]
+        first = next((s for s in segments if s[:3] == name and s[3:4] in (separator, "")), None)
+        if first is not None:
+            wanted.append(_only_fields(first, separator))
     message = _parse_segments(wanted)
     refuse.message = message
     msh = message[0]

@@ -65,9 +65,12 @@ class _Plan:
     results: tuple[Processor, ...]
 
 
-#: Per dialect object (an engine's, configured with its JSON serialiser), per statement and
-#: parameter names: the plan, or None for "through SQLAlchemy".
-_plans: WeakKeyDictionary[Dialect, dict[tuple[int, tuple[str, ...]], _Plan | None]] = WeakKeyDictionary()
+#: Per dialect object (an engine's, configured with its JSON serialiser), per statement,
+#: parameter names and one-or-many: the statement (held, so its id() is never reused) and its
+#: plan, or None for "through SQLAlchemy".
+_plans: WeakKeyDictionary[
+    Dialect, dict[tuple[int, tuple[str, ...], bool], tuple[Executable, _Plan | None]]
+] = WeakKeyDictionary()
 
 
 def run(conn: Connection, statement: Executable, params: Params | Sequence[Params] | None = None) -> Rows:
@@ -80,23 +83,42 @@ def run(conn: Connection, statement: Executable, params: Params | Sequence[Param
     plans = _plans.get(dialect)
     if plans is None:
         plans = _plans[dialect] = {}
-    key = (id(statement), tuple(sorted(first)))
-    plan = plans.get(key, ...)
-    if plan is ...:
-        plan = plans[key] = _compile(statement, dialect, key[1])
+    key = (id(statement), tuple(sorted(first)), many)
+    held = plans.get(key)
+    if held is None:
+        held = plans[key] = (statement, _compile(statement, dialect, key[1], many))
+    plan = held[1]
     if plan is None:
         return _through_sqlalchemy(conn, statement, params)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        values = [_values(plan, p) for p in sets]
+    except Exception as error:  # a missing parameter, a value its column type refuses
+        raise exc.StatementError(
+            "a parameter could not be bound", plan.sql, None, error, hide_parameters=True
+        ) from error
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
     try:
         if many:
-            cursor.executemany(plan.sql, [_values(plan, p) for p in sets])
+            cursor.executemany(plan.sql, values)
         else:
-            cursor.execute(plan.sql, _values(plan, first))
+            cursor.execute(plan.sql, values[0])
         fetched = cursor.fetchall() if cursor.description is not None else []
         rowcount = cursor.rowcount
     except dialect.loaded_dbapi.Error as error:
+        # As Connection.execute would: a connection the database has dropped is not reused.
+        lost = dialect.is_disconnect(error, dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(error)
         raise exc.DBAPIError.instance(
-            plan.sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+            plan.sql,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=dialect,
         ) from error
     finally:
         cursor.close()
@@ -115,9 +137,9 @@ def _values(plan: _Plan, params: Params) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
+def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...], many: bool) -> _Plan | None:
     assert isinstance(statement, ClauseElement)
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
     assert isinstance(compiled, SQLCompiler)
     sql = compiled.string
     names = compiled.positiontup
@@ -126,6 +148,7 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
         or "POSTCOMPILE" in sql  # expanding IN: SQLAlchemy writes the list per execution
         or compiled.insert_prefetch  # Python-side column defaults SQLAlchemy would fill in
         or compiled.update_prefetch
+        or (many and compiled.effective_returning)  # SQLAlchemy's "insertmanyvalues" batches
         or any(name not in keys and compiled.binds[name].required for name in names)
     ):
         return None
