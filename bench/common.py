@@ -2172,8 +2172,13 @@ def heartbeat_note(r: PhaseResult) -> str:
             "No change arrived on a probe together with a heartbeat (heartbeats are spread over the period)."
         )
     share = 100 * hb["n"] / (hb["n"] + clear["n"])
+    if hb["p50"] is None or hb["p50"] != hb["p50"]:  # too few of them for a percentile
+        return (
+            f"{hb['n']} of {hb['n'] + clear['n']:,} changes reached a probe together with a heartbeat"
+            " (heartbeats are spread over the period)."
+        )
     return (
-        f"Changes during which a heartbeat reached the same probe ({share:.0f} % of probe frames): "
+        f"Changes during which a heartbeat reached the same probe ({share:.1f} % of probe frames): "
         f"p50 {hb['p50']:.1f} ms, p99 {hb['p99']:.1f} ms; the others: p50 {clear['p50']:.1f} ms, "
         f"p99 {clear['p99']:.1f} ms."
     )
