@@ -30,6 +30,17 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 
 
+async def _woken(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait until `_wake(waiters)`; a cancelled wait leaves nothing behind in `waiters`."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if waiter in waiters:
+            waiters.remove(waiter)
+
+
 def _wake(waiters: list[asyncio.Future[None]]) -> None:
     for waiter in waiters:
         if not waiter.done():
@@ -58,13 +69,7 @@ class Inbox:
 
     async def get(self) -> ASGIReceiveEvent:
         while not self._items:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+            await _woken(self._waiters)
         return self._items.pop(0)
 
 
@@ -89,13 +94,7 @@ class Gate:
 
     async def wait(self) -> bool:
         while not self._open:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+            await _woken(self._waiters)
         return True
 
 
