@@ -203,6 +203,10 @@ class Repository:
         """Lock the wards' rows (PostgreSQL) and return their (seq, layout version)."""
         if not ward_codes:
             return {}
+        if len(ward_codes) == 1:  # nearly every command: no IN list to write per execution
+            (code,) = ward_codes
+            row = run(conn, st.LOCK_WARD, {"code": code}).first()
+            return {} if row is None else {code: (int(row[0]), int(row[1]))}
         found = conn.execute(st.LOCK_WARDS, {"codes": sorted(ward_codes)})
         return {code: (int(seq), int(layout)) for code, seq, layout in found}
 

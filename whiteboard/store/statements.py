@@ -57,6 +57,8 @@ WARD_VERSIONS = select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
 LOCK_WARDS = WARD_VERSIONS.order_by(wards.c.code).with_for_update()
 #: One ward's (seq, layout version): per ward, as an expanding IN list is written per execution.
 WARD_VERSION = select(wards.c.seq, wards.c.layout_version).where(wards.c.code == bindparam("code"))
+#: LOCK_WARDS for one ward (nearly every command), without an expanding IN list.
+LOCK_WARD = WARD_VERSION.with_for_update()
 WARD_OF_BED = select(beds.c.ward_code).where(beds.c.code == bindparam("code"))
 PATIENT_BY_NHS = select(patients).where(patients.c.nhs_number == bindparam("value"))
 PATIENT_BY_MRN = select(patients).where(patients.c.mrn == bindparam("value")).order_by(patients.c.id).limit(1)
