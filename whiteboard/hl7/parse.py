@@ -53,6 +53,10 @@ _READ_SEGMENTS: Final = ("EVN", "PID", "PV1", "PV2")
 #: only these; escapes never contain the field separator, so cutting a segment at it is the
 #: same first step python-hl7 takes. MSH and EVN are handed over whole: the ACK reads them.
 _READ_FIELDS: Final[dict[str, tuple[int, ...]]] = {"PID": (3, 5, 7, 8), "PV1": (3, 6, 7, 45), "PV2": (9,)}
+#: Where each of those fields sits in the cut segment python-hl7 parses (field 45 of PV1 is its 4th).
+_FIELD_PLACES: Final = {
+    name: {n: place for place, n in enumerate(numbers, start=1)} for name, numbers in _READ_FIELDS.items()
+}
 
 LONDON: Final = ZoneInfo("Europe/London")
 
@@ -286,7 +290,7 @@ def _read_fields(message: Any, segment_id: str) -> _Fields | None:
     segment = _find(message, segment_id)
     if segment is None:
         return None
-    return _Fields(segment, {n: place for place, n in enumerate(_READ_FIELDS[segment_id], start=1)})
+    return _Fields(segment, _FIELD_PLACES[segment_id])
 
 
 def _segment_id(segment: Any) -> str:

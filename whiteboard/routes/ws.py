@@ -89,8 +89,9 @@ async def first_frames(
     """What a socket is sent before live news: the missed changes when still held, else a snapshot."""
     repo = hub.repo
     alerts = hub.public_alerts(ward)
+    # One read of where the ward is, for the replay and for the snapshot alike.
+    latest, layout = await repo.ward_versions(ward) or (0, 0)
     if since is not None:
-        latest = (await repo.ward_seqs([ward])).get(ward, 0)
         oldest = await repo.oldest_seq(ward)
         held = since <= latest and (since == latest or (oldest is not None and oldest <= since + 1))
         if held and latest - since <= REPLAY_LIMIT:
@@ -102,7 +103,6 @@ async def first_frames(
     # A ward's snapshot at a given (seq, layout version) never changes: sockets joining between
     # two changes (a reconnect storm after a restart, say) share one read and one serialisation.
     # A layout load moves the version on (new beds, new names) without an event.
-    latest, layout = await repo.ward_versions(ward) or (0, 0)
     text = hub.snapshot_at(ward, view, (latest, layout))
     if text is not None:
         return [(latest, text)], latest
