@@ -28,6 +28,7 @@ from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.protocol import State
 
 
 async def _woken(waiters: list[asyncio.Future[None]]) -> None:
@@ -120,3 +121,26 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             # parser generator for the socket's life, hence the headers emptied in place.
             self.request.headers.clear()
             del self.request, self.response
+
+    def write_now(self, frame: bytes) -> bool:
+        """Write a whole encoded text frame straight to the transport, if the socket is open,
+        has no extension (a frame encoded once for many sockets must not need one) and its
+        transport is not asking us to wait; else write nothing and say so.
+
+        This is what `send` does for a text message, without the await: the hub writes a
+        ward's change to each idle socket from one loop (whiteboard/fanout/hub.py).
+        """
+        if (
+            self.close_sent
+            or self.disconnected
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+            or self.transport.is_closing()
+        ):
+            return False
+        try:
+            self.transport.write(frame)
+        except Exception:  # a transport gone wrong: the writer, sending the frame itself, ends the socket
+            return False
+        return True

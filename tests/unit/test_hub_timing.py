@@ -23,6 +23,9 @@ class Screen:
     async def send_text(self, data: str) -> None:
         self.sent.append(data)
 
+    def write_now(self, frame: bytes) -> bool:
+        return False  # no writer runs here, so nothing is written at once: the queues are inspected
+
     async def close(self, code: int, reason: str = "") -> None:
         pass
 

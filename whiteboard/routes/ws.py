@@ -29,6 +29,7 @@ from whiteboard.fanout.hub import CLOSE_INTERNAL, CLOSE_POLICY, Client, Hub, hea
 from whiteboard.routes.api import may_read_ward
 from whiteboard.routes.auth import Caller, identify
 from whiteboard.routes.origin import origin_allowed
+from whiteboard.wsprotocol import LeanWebSocketProtocol
 
 log = logging.getLogger("whiteboard.ws")
 
@@ -36,13 +37,22 @@ REPLAY_LIMIT = 1000
 
 
 class StarletteSink:
-    __slots__ = ("websocket",)
+    """The hub's end of a socket: Starlette's WebSocket, and uvicorn's protocol for frames
+    written at once (when the server runs `LeanWebSocketProtocol`, as `whiteboard serve` does;
+    under any other server every frame goes through ASGI `send`)."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    __slots__ = ("protocol", "websocket")
+
+    def __init__(self, websocket: WebSocket, send: Send) -> None:
         self.websocket = websocket
+        owner = getattr(send, "__self__", None)
+        self.protocol = owner if isinstance(owner, LeanWebSocketProtocol) else None
 
     async def send_text(self, data: str) -> None:
         await self.websocket.send({"type": "websocket.send", "text": data})
+
+    def write_now(self, frame: bytes) -> bool:
+        return self.protocol is not None and self.protocol.write_now(frame)
 
     async def close(self, code: int, reason: str = "") -> None:
         with contextlib.suppress(Exception):
@@ -144,7 +154,7 @@ class WardSocket:
         # idle socket with the bench's six short headers (bench/tools/idle_rss.py), more with a
         # browser's cookies and user agent.
         scope["headers"] = []
-        client = hub.new_client(ward, view, StarletteSink(websocket), caller.principal)
+        client = hub.new_client(ward, view, StarletteSink(websocket, send), caller.principal)
         await hub.join(client)
         reader: asyncio.Future[Message] | None = None
         try:
