@@ -8,7 +8,11 @@ per-token write throttle does not bind) and reports calls/s, latency and CPU. Wh
 stop growing with concurrency while the servers' CPU stays low, something other than CPU —
 a lock, a pool, a single thread — is the limit.
 
-Run: .venv/bin/python bench/tools/write_ceiling.py [--servers 2] [--sqlite] [--seconds 8]
+With --hot-wards N only the first N wards are written to: every write queues on a few wards'
+row locks, as in the saturation ramp of bench/fanout_cluster.py, so calls/s is the most one
+ward takes across the processes.
+
+Run: .venv/bin/python bench/tools/write_ceiling.py [--servers 2] [--sqlite] [--seconds 8] [--hot-wards N]
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
     parser.add_argument("--tokens", type=int, default=8)
+    parser.add_argument(
+        "--hot-wards", type=int, default=0, help="write to only the first N wards (the lock-bound case)"
+    )
     parser.add_argument("--source", choices=["head", "worktree"], default="head")
     parser.add_argument("--variant", default="", help="candidate changes (bench/tools/serve_variant.py)")
     args = parser.parse_args()
@@ -114,6 +121,8 @@ def main() -> None:
             by_ward: dict[str, list[c.Resource]] = {}
             for r in listed:
                 by_ward.setdefault(r.ward, []).append(r)
+            if args.hot_wards:
+                by_ward = dict(list(by_ward.items())[: args.hot_wards])
             resources = [
                 r for group in itertools.zip_longest(*by_ward.values()) for r in group if r is not None
             ]
