@@ -9,6 +9,7 @@ hands the returned records to the broker only after the commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from whiteboard.errors import NotFound
 from whiteboard.store import rows
 from whiteboard.store import statements as st
 from whiteboard.store.direct import run
-from whiteboard.store.engine import sync_sqlite_writer
+from whiteboard.store.engine import lost_connection, sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
+
+log = logging.getLogger("whiteboard.store")
 
 #: Given the transaction and the loaded scene, build the command (may raise a WhiteboardError).
 Planner = Callable[[Connection, Scene], Any]
@@ -36,6 +39,10 @@ Planner = Callable[[Connection, Scene], Any]
 WardFinder = Callable[[Connection], set[str]]
 Decider = Callable[[Scene, Any], Outcome]
 After = Callable[[Connection], None]
+
+
+class _LostBeforeCommit(Exception):
+    """The write transaction's connection died before COMMIT was sent (see `Repository.run`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +156,30 @@ class Repository:
             loop = asyncio.get_running_loop()
             committed: Committed = await loop.run_in_executor(self._write_thread, self._run_in_thread, job)
             return committed
-        for _attempt in range(5):
-            async with self.writer.begin() as conn:
-                done = await conn.run_sync(self._attempt, job)
+        attempts, lost_once = 0, False
+        while attempts < 5:
+            try:
+                done = await self._transaction(job, retry_lost=not lost_once)
+            except _LostBeforeCommit:
+                lost_once = True
+                log.warning("the database connection was lost before the commit; trying once more")
+                continue
             if done is not None:
                 return self._remember(done)
+            attempts += 1
         raise NotFound("the record kept moving while it was being changed; try again")
+
+    async def _transaction(self, job: _Job, *, retry_lost: bool) -> _Done | None:
+        async with self.writer.begin() as conn:
+            try:
+                return await conn.run_sync(self._attempt, job)
+            except Exception as error:
+                # Lost before COMMIT was sent: the database has rolled it back, so it is safe to
+                # run again on a fresh connection. (A COMMIT whose answer was lost is never run
+                # again: it may have been applied.)
+                if retry_lost and lost_connection(error):
+                    raise _LostBeforeCommit from error
+                raise
 
     def _run_in_thread(self, job: _Job) -> Committed:
         # One connection for every write, kept open: checking one out of the pool and handing
