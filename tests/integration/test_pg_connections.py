@@ -1,4 +1,5 @@
-"""PostgreSQL connections: pinged only when in doubt, and a lost one never fails a request.
+"""PostgreSQL connections: pinged only when in doubt, a lost one never fails a request, and an
+API write makes few round trips.
 
 The pool does not ping every connection it hands out (asyncpg's ping is three round trips, and
 an API write used to check out two connections). These tests hold what pre-ping gave: after a
@@ -22,7 +23,7 @@ from tests.services import PostgresCluster, _start_private_postgres, psql
 from whiteboard.errors import StaleVersion
 from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.layout import load_layout, parse_layout
-from whiteboard.service import BoardService
+from whiteboard.service import BoardService, PatientDetails
 from whiteboard.store import accounts, migrate
 from whiteboard.store.engine import IDLE_PING_SECONDS, open_engines
 from whiteboard.store.repository import Repository
@@ -58,7 +59,15 @@ async def open_server(url: str, monkeypatch: pytest.MonkeyPatch) -> Server:
     engine, _reader = open_engines(url)
     await migrate.upgrade(engine)
     await load_layout(engine, parse_layout(hospital_layout()))
-    token = await accounts.create_token(engine, "ward-robot", "nurse")
+    return await open_server_on(url, monkeypatch, engine)
+
+
+async def open_server_on(
+    url: str, monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine | None = None, name: str = "ward-robot"
+) -> Server:
+    """A process on a database with its layout loaded, and a token of its own called `name`."""
+    engine = engine or open_engines(url)[0]
+    token = await accounts.create_token(engine, name, "nurse")
     pings: list[int] = []
     ping = engine.dialect.do_ping
 
@@ -171,3 +180,94 @@ async def test_a_write_lost_before_its_commit_runs_once_more_and_once_only(
     assert len(calls) == 2
     with pytest.raises(StaleVersion):  # nothing of it was applied: version 2 is still current
         await server.service.update_bed(NURSE, "W01-B1-2", 1, "closed")
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every round trip the asyncpg driver makes from now on: BEGIN, each statement, COMMIT."""
+    from sqlalchemy.dialects.postgresql import asyncpg as adapter
+
+    seen: list[str] = []
+    cursor, connection = adapter.AsyncAdapt_asyncpg_cursor, adapter.AsyncAdapt_asyncpg_connection
+    execute, many, begin, end = (
+        cursor._prepare_and_execute,
+        cursor._executemany,
+        connection._start_transaction,
+        connection._call_and_discard,
+    )
+
+    async def spy_execute(self: Any, operation: str, parameters: Any) -> Any:
+        try:
+            return await execute(self, operation, parameters)  # BEGIN, if any, first
+        finally:
+            seen.append(operation.split()[0] + (" FOR UPDATE" if "FOR UPDATE" in operation else ""))
+
+    async def spy_many(self: Any, operation: str, parameters: Any) -> Any:
+        try:
+            return await many(self, operation, parameters)
+        finally:
+            seen.append(operation.split()[0] + " (many)")
+
+    async def spy_begin(self: Any) -> Any:
+        if self.isolation_level != "autocommit":
+            seen.append("BEGIN")
+        return await begin(self)
+
+    async def spy_end(self: Any, fn: Any) -> Any:
+        seen.append(fn.__name__.upper())
+        return await end(self, fn)
+
+    monkeypatch.setattr(cursor, "_prepare_and_execute", spy_execute)
+    monkeypatch.setattr(cursor, "_executemany", spy_many)
+    monkeypatch.setattr(connection, "_start_transaction", spy_begin)
+    monkeypatch.setattr(connection, "_call_and_discard", spy_end)
+    return seen
+
+
+async def test_an_api_write_takes_four_or_five_round_trips(server: Server, round_trips: list[str]) -> None:
+    """Bed: BEGIN, lock the ward, one statement writing the bed, the event and the ward's seq,
+    COMMIT. Stay: the same, and its ward read under the lock (guessed, to lock it, from the last
+    time this process saw the stay). The token lookup is one more, outside any transaction."""
+    server.service.repo.verify_cache = False  # (tests check each cached board with a fresh read)
+    await server.write("W01-B1-3")  # the bed's ward is read once per process, then known
+    admitted = await server.service.admit(
+        NURSE, "W01-B1-4", PatientDetails("RX9", "Ada", "Lovelace", None, "female")
+    )
+    assert admitted.stay is not None
+    stay = admitted.stay.id
+
+    round_trips.clear()
+    await server.lookup()
+    assert round_trips == ["SELECT"]
+
+    round_trips.clear()
+    board = await server.service.repo.board("W01")  # not counted below
+    bed = next(b for b in board.beds if b.code == "W01-B1-3")
+    round_trips.clear()
+    await server.service.update_bed(NURSE, "W01-B1-3", bed.version, "closed")
+    assert round_trips == ["BEGIN", "SELECT FOR UPDATE", "WITH", "COMMIT"]
+
+    round_trips.clear()
+    await server.service.update_stay(NURSE, stay, 1, {"news2": 4})
+    assert round_trips == ["BEGIN", "SELECT FOR UPDATE", "SELECT", "WITH", "COMMIT"]
+
+
+async def test_a_stay_moved_by_another_process_is_found_on_its_new_ward(
+    server: Server, pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process last saw the stay on W01; another moved it to W02: the edit locks W01,
+    finds the stay gone from it, and runs again on W02 — never edits under the wrong lock."""
+    admitted = await server.service.admit(NURSE, "W01-B1-5", PatientDetails("RX8", "Bo", "Lee", None, "male"))
+    assert admitted.stay is not None
+    stay = admitted.stay.id
+    other = await open_server_on(pg_database_url, monkeypatch, name="other-robot")
+    try:
+        await other.service.transfer(NURSE, stay, "W02-B1-1")
+    finally:
+        await other.engine.dispose()
+    assert server.service.repo.stay_ward_guess(stay) == "W01"
+    outcome = await server.service.update_stay(NURSE, stay, 2, {"news2": 6})
+    assert outcome.events[0].ward == "W02"
+    assert server.service.repo.stay_ward_guess(stay) == "W02"
+    board = await server.service.repo.board("W02")
+    assert next(b for b in board.beds if b.code == "W02-B1-1").stay.news2 == 6  # type: ignore[union-attr]
