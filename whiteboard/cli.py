@@ -109,7 +109,7 @@ async def with_engine(
     from whiteboard.store import migrate
     from whiteboard.store.engine import open_engines
 
-    writer, reader = open_engines(settings.database_url, pool_size=2)
+    writer, reader = open_engines(settings.database_url, connections=4)
     try:
         if migrate_first:
             await migrate.upgrade(writer)

@@ -62,10 +62,11 @@ class BoardService:
         who: Principal,
         find_wards: Callable[[Connection], set[str]],
         plan: Callable[[Connection, cmd.Scene], cmd.Command],
+        guess_wards: Callable[[], set[str] | None] | None = None,
     ) -> Committed:
         started = time.perf_counter()
         try:
-            committed = await self.repo.run(who.actor, now_z(), find_wards, plan)
+            committed = await self.repo.run(who.actor, now_z(), find_wards, plan, guess_wards=guess_wards)
         except WhiteboardError as exc:
             METRICS.commands.labels(kind, exc.code).inc()
             raise
@@ -149,7 +150,7 @@ class BoardService:
         def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.Discharge(stay_id=stay_id)
 
-        return (await self._commit("discharge", who, wards, plan)).outcome
+        return (await self._commit("discharge", who, wards, plan, self._stay_ward_guess(stay_id))).outcome
 
     # --- edits --------------------------------------------------------------------------------
 
@@ -162,7 +163,14 @@ class BoardService:
         def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateStay(stay_id=stay_id, if_version=if_version, changes=changes)
 
-        return (await self._commit("update_stay", who, wards, plan)).outcome
+        return (await self._commit("update_stay", who, wards, plan, self._stay_ward_guess(stay_id))).outcome
+
+    def _stay_ward_guess(self, stay_id: str) -> Callable[[], set[str] | None]:
+        def guess() -> set[str] | None:
+            ward = self.repo.stay_ward_guess(stay_id)
+            return None if ward is None else {ward}
+
+        return guess
 
     async def update_bed(self, who: Principal, bed: str, if_version: int, state: str) -> Outcome:
         def wards(conn: Connection) -> set[str]:

@@ -198,3 +198,84 @@ async def test_the_sqlite_writer_thread_engine_runs_statements_directly(tmp_path
         sync.dispose()
         await engine.dispose()
         await reader.dispose()
+
+
+async def together(engine: AsyncEngine, steps: list[tuple[Any, Any]]) -> list[str]:
+    """Run `steps` with run_together in one transaction; the SQL the driver was sent."""
+    sent: list[str] = []
+    execute = direct._execute
+
+    def spy(conn: Connection, plan: Any, *args: Any) -> Any:
+        sent.append(plan.sql)
+        return execute(conn, plan, *args)
+
+    def shortcut(conn: Connection) -> None:
+        direct.run_together(conn, steps)
+
+    direct._execute = spy  # type: ignore[assignment]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(shortcut)
+    finally:
+        direct._execute = execute  # type: ignore[assignment]
+    return sent
+
+
+def a_write(dialect: str, seq: int) -> list[tuple[Any, Any]]:
+    """An API write's statements: a patient and a stay upserted, an event appended, the seq."""
+    event = {"ward_code": "W01", "seq": seq, "at": "2030", "actor": "t", "type": "x", "payload": {"n": seq}}
+    stay = {**STAY, "version": seq}
+    return [
+        (st.upsert_for(dialect, patients, PATIENT, "id"), PATIENT),
+        (st.upsert_for(dialect, stays, stay, "id"), stay),
+        (st.APPEND_EVENTS, event),
+        (st.SET_WARD_SEQ, {"w_code": "W01", "w_seq": seq}),
+    ]
+
+
+async def test_writes_run_together_are_one_statement_on_postgresql_with_the_same_effect(
+    writer: AsyncEngine,
+) -> None:
+    dialect = writer.dialect.name
+    sent = await together(writer, a_write(dialect, 1))
+    sent += await together(writer, a_write(dialect, 2))  # the stay and patient exist: updates
+    if dialect == "postgresql":
+        assert len(sent) == 2 and all(sql.startswith("WITH ") for sql in sent), sent
+    else:
+        assert len(sent) == 8
+    async with writer.connect() as conn:
+        stored = (await conn.execute(select(stays).where(stays.c.id == "s1"))).one()._mapping
+        logged = (await conn.execute(select(events.c.seq, events.c.payload).order_by(events.c.seq))).all()
+        seq = (await conn.execute(select(wards.c.seq).where(wards.c.code == "W01"))).scalar()
+    assert {k: stored[k] for k in STAY} == {**STAY, "version": 2}
+    assert [tuple(r) for r in logged] == [(1, {"n": 1}), (2, {"n": 2})]
+    assert seq == 2
+
+
+async def test_writes_run_together_fail_together(writer: AsyncEngine) -> None:
+    """One step refused (the event's seq is taken): none of the others is applied, and the
+    error is SQLAlchemy's, without the values."""
+    dialect = writer.dialect.name
+    await together(writer, a_write(dialect, 1))
+    steps = a_write(dialect, 1)
+    steps[1] = (steps[1][0], {**STAY, "version": 5, "consultant": "Dr Ada"})
+    with pytest.raises(IntegrityError) as raised:
+        await together(writer, steps)
+    assert "Dr Ada" not in str(raised.value)
+    async with writer.connect() as conn:
+        version = (await conn.execute(select(stays.c.version).where(stays.c.id == "s1"))).scalar()
+    assert version == 1
+
+
+async def test_a_single_step_or_one_sqlalchemy_must_run_is_run_on_its_own(writer: AsyncEngine) -> None:
+    expanding = (
+        wards.update().where(wards.c.code.in_(bindparam("codes", expanding=True))).values(seq=bindparam("s"))
+    )
+    sent = await together(writer, [(st.SET_WARD_SEQ, {"w_code": "W01", "w_seq": 3})])
+    assert len(sent) == 1 and not sent[0].startswith("WITH")
+    # The expanding IN goes through SQLAlchemy (not seen here): the first step is run alone.
+    await together(
+        writer, [(st.SET_WARD_SEQ, {"w_code": "W01", "w_seq": 4}), (expanding, {"codes": ["W01"], "s": 7})]
+    )
+    async with writer.connect() as conn:
+        assert (await conn.execute(select(wards.c.seq).where(wards.c.code == "W01"))).scalar() == 7

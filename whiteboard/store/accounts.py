@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from whiteboard.board.roles import ASSIGNABLE_ROLES, USER_ROLES
 from whiteboard.errors import Conflict, Invalid, NotFound
 from whiteboard.store import direct
-from whiteboard.store.engine import outside_transaction
+from whiteboard.store.engine import lost_connection, outside_transaction
 from whiteboard.store.tables import displays, sessions, tokens, users, wards
 from whiteboard.types import iso_z, now_z, utc_now
 
@@ -108,9 +108,15 @@ LIVE_TOKEN = select(tokens.c.name, tokens.c.role).where(
 async def token_principal(engine: AsyncEngine, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    async with engine.connect() as conn:
-        conn = await outside_transaction(conn)
-        row = (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": digest(token)})).first()
+    for retry in (True, False):
+        try:
+            async with engine.connect() as conn:
+                conn = await outside_transaction(conn)
+                row = (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": digest(token)})).first()
+            break
+        except Exception as error:  # a read: once more on a fresh connection if this one was dead
+            if not (retry and lost_connection(error)):
+                raise
     return None if row is None else Principal("token", row[0], row[1])
 
 

@@ -9,12 +9,13 @@ hands the returned records to the broker only after the commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.board.commands import Scene
@@ -25,17 +26,25 @@ from whiteboard.board.views import bed_json, stay_json
 from whiteboard.errors import NotFound
 from whiteboard.store import rows
 from whiteboard.store import statements as st
-from whiteboard.store.direct import run
-from whiteboard.store.engine import sync_sqlite_writer
+from whiteboard.store.direct import run, run_together
+from whiteboard.store.engine import lost_connection, sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
+
+log = logging.getLogger("whiteboard.store")
 
 #: Given the transaction and the loaded scene, build the command (may raise a WhiteboardError).
 Planner = Callable[[Connection, Scene], Any]
 #: Which wards the command touches (read before and re-checked after locking).
 WardFinder = Callable[[Connection], set[str]]
+#: This process's guess at those wards, when it has one, to lock without reading them first.
+WardGuess = Callable[[], set[str] | None]
 Decider = Callable[[Scene, Any], Outcome]
 After = Callable[[Connection], None]
+
+
+class _LostBeforeCommit(Exception):
+    """The write transaction's connection died before COMMIT was sent (see `Repository.run`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,7 @@ class _Job:
     plan: Planner
     decider: Decider
     after: After | None
+    guess_wards: WardGuess | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,8 @@ class Repository:
         self._dialect = writer.dialect.name
         self.cache = BoardCache()
         self._bed_wards: dict[str, str] = {}
+        #: The ward each open stay was last seen on: a guess, checked under the ward's lock.
+        self._stay_wards: dict[str, str] = {}
         #: Check every cached board against a fresh load (tests turn this on).
         self.verify_cache = verify_cache
         self._sync_writer: Engine | None = None
@@ -135,6 +147,7 @@ class Repository:
         *,
         decider: Decider = decide,
         after: After | None = None,
+        guess_wards: WardGuess | None = None,
     ) -> Committed:
         """Decide and commit one command; the caller publishes `records` after this returns.
 
@@ -142,19 +155,39 @@ class Repository:
         SQLite the whole transaction runs in this process's one writer thread (one thread hop
         instead of one per statement); on PostgreSQL through `run_sync`. `after` runs once the
         outcome is written (bookkeeping that must commit with the change or not at all, like a
-        feed message's control ID).
+        feed message's control ID). On PostgreSQL, `guess_wards` (when it has a guess) stands in
+        for the `find_wards` read before locking; the read after locking checks it, and a wrong
+        guess costs a second try.
         """
-        job = _Job(actor, at, find_wards, plan, decider, after)
+        job = _Job(actor, at, find_wards, plan, decider, after, guess_wards)
         if self._sync_writer is not None:
             loop = asyncio.get_running_loop()
             committed: Committed = await loop.run_in_executor(self._write_thread, self._run_in_thread, job)
             return committed
-        for _attempt in range(5):
-            async with self.writer.begin() as conn:
-                done = await conn.run_sync(self._attempt, job)
+        attempts, lost_once = 0, False
+        while attempts < 5:
+            try:
+                done = await self._transaction(job, retry_lost=not lost_once)
+            except _LostBeforeCommit:
+                lost_once = True
+                log.warning("the database connection was lost before the commit; trying once more")
+                continue
             if done is not None:
                 return self._remember(done)
+            attempts += 1
         raise NotFound("the record kept moving while it was being changed; try again")
+
+    async def _transaction(self, job: _Job, *, retry_lost: bool) -> _Done | None:
+        async with self.writer.begin() as conn:
+            try:
+                return await conn.run_sync(self._attempt, job)
+            except Exception as error:
+                # Lost before COMMIT was sent: the database has rolled it back, so it is safe to
+                # run again on a fresh connection. (A COMMIT whose answer was lost is never run
+                # again: it may have been applied.)
+                if retry_lost and lost_connection(error):
+                    raise _LostBeforeCommit from error
+                raise
 
     def _run_in_thread(self, job: _Job) -> Committed:
         # One connection for every write, kept open: checking one out of the pool and handing
@@ -177,7 +210,10 @@ class Repository:
         return self._remember(done)
 
     def _attempt(self, conn: Connection, job: _Job) -> _Done | None:
-        ward_codes = job.find_wards(conn)
+        guess = None
+        if self._dialect != "sqlite" and job.guess_wards is not None:
+            guess = job.guess_wards()
+        ward_codes = job.find_wards(conn) if guess is None else guess
         versions = None
         if self._dialect != "sqlite":
             versions = self._lock_wards(conn, ward_codes)
@@ -196,6 +232,9 @@ class Repository:
         """After the commit, and only then, keep the boards as they now are."""
         for code, board in done.boards.items():
             self.cache.put(apply_all(board, done.committed.outcome.events), done.layouts[code])
+        for event in done.committed.outcome.events:
+            if event.bed is not None and event.bed.stay is not None:
+                self._guess_stay_ward(event.bed.stay.id, event.ward)
         return done.committed
 
     @staticmethod
@@ -241,8 +280,14 @@ class Repository:
         return out, {code: layout for code, (_seq, layout) in versions.items()}
 
     def persist(self, conn: Connection, scene: Scene, outcome: Outcome) -> tuple[EventRecord, ...]:
+        """Write the outcome's rows and append its events: only the rows that changed, and
+        for the usual command (one event, no stay ended or reopened, no flag) as one statement
+        (`direct.run_together`)."""
         seqs = {code: board.seq for code, board in scene.boards.items()}
         records: list[EventRecord] = []
+        writes: list[tuple[Any, Any]] = []
+        #: The beds as stored: as loaded, then as this outcome writes them.
+        stored_beds = {bed.code: bed for board in scene.boards.values() for bed in board.beds}
         touched_stays: dict[str, Stay] = {}
         touched_patients: dict[str, Patient] = {p.id: p for p in outcome.patients}
         for event in outcome.events:
@@ -251,16 +296,25 @@ class Repository:
             if event.bed is not None:
                 payload["bed"] = bed_json(event.bed)
                 stay_id = None if event.bed.stay is None else event.bed.stay.id
-                run(
-                    conn,
-                    st.SET_BED,
-                    {
-                        "b_code": event.bed.code,
-                        "b_state": event.bed.state,
-                        "b_version": event.bed.version,
-                        "b_stay": stay_id,
-                    },
-                )
+                held = stored_beds.get(event.bed.code)
+                # A stay's own edit leaves its bed's row as it was: no write for it.
+                if held is None or (held.state, held.version, held.stay and held.stay.id) != (
+                    event.bed.state,
+                    event.bed.version,
+                    stay_id,
+                ):
+                    writes.append(
+                        (
+                            st.SET_BED,
+                            {
+                                "b_code": event.bed.code,
+                                "b_state": event.bed.state,
+                                "b_version": event.bed.version,
+                                "b_stay": stay_id,
+                            },
+                        )
+                    )
+                    stored_beds[event.bed.code] = event.bed
                 if event.bed.stay is not None:
                     touched_stays[event.bed.stay.id] = event.bed.stay
             if event.unplaced is not None:
@@ -284,54 +338,59 @@ class Repository:
         stored_patients = {stay.patient.id: stay.patient for stay in stored.values()}
         for patient in touched_patients.values():
             if stored_patients.get(patient.id) != patient:
-                self._upsert(conn, patients, rows.patient_row(patient), "id")
+                writes.append(self._upsert(patients, rows.patient_row(patient), "id"))
         for stay in touched_stays.values():
             if stored.get(stay.id) != stay:
-                self._upsert(conn, stays, rows.stay_row(stay), "id")
+                writes.append(self._upsert(stays, rows.stay_row(stay), "id"))
         for ended in outcome.ended:
-            self._upsert(conn, patients, rows.patient_row(ended.stay.patient), "id")
-            self._upsert(
-                conn,
-                stays,
-                {
-                    **rows.stay_row(ended.stay),
-                    "is_open": False,
-                    "ended_at": ended.at,
-                    "end_reason": ended.reason,
-                },
-                "id",
+            writes.append(self._upsert(patients, rows.patient_row(ended.stay.patient), "id"))
+            writes.append(
+                self._upsert(
+                    stays,
+                    {
+                        **rows.stay_row(ended.stay),
+                        "is_open": False,
+                        "ended_at": ended.at,
+                        "end_reason": ended.reason,
+                    },
+                    "id",
+                )
             )
         for stay_id in outcome.reopened:
-            conn.execute(
-                update(stays)
-                .where(stays.c.id == stay_id)
-                .values(is_open=True, ended_at=None, end_reason=None)
-            )
+            writes.append((st.REOPEN_STAY, {"s_id": stay_id}))
         for flag in outcome.flags:
-            self._upsert(conn, flags, rows.flag_row(flag), "id")
-        if records:
-            run(
-                conn,
-                st.APPEND_EVENTS,
-                [
-                    {
-                        "ward_code": r.ward,
-                        "seq": r.seq,
-                        "at": r.at,
-                        "actor": r.actor,
-                        "type": r.type,
-                        "payload": r.payload,
-                    }
-                    for r in records
-                ],
-            )
-            for code, seq in seqs.items():
-                if seq != scene.boards[code].seq:
-                    run(conn, st.SET_WARD_SEQ, {"w_code": code, "w_seq": seq})
+            writes.append(self._upsert(flags, rows.flag_row(flag), "id"))
+        events_rows = [
+            {
+                "ward_code": r.ward,
+                "seq": r.seq,
+                "at": r.at,
+                "actor": r.actor,
+                "type": r.type,
+                "payload": r.payload,
+            }
+            for r in records
+        ]
+        seq_writes = [
+            (st.SET_WARD_SEQ, {"w_code": code, "w_seq": seq})
+            for code, seq in seqs.items()
+            if seq != scene.boards[code].seq
+        ]
+        # One statement only where no row is named twice: one event (so one bed, one stay,
+        # one patient at most) and nothing ended, reopened or flagged.
+        if len(records) == 1 and not (outcome.ended or outcome.reopened or outcome.flags):
+            run_together(conn, [*writes, (st.APPEND_EVENTS, events_rows[0]), *seq_writes])
+        else:
+            for statement, params in writes:
+                run(conn, statement, params)
+            if records:
+                run(conn, st.APPEND_EVENTS, events_rows)
+                for statement, params in seq_writes:
+                    run(conn, statement, params)
         return tuple(records)
 
-    def _upsert(self, conn: Connection, table: Any, row: dict[str, Any], key: str) -> None:
-        run(conn, st.upsert_for(self._dialect, table, row, key), row)
+    def _upsert(self, table: Any, row: dict[str, Any], key: str) -> tuple[Any, dict[str, Any]]:
+        return st.upsert_for(self._dialect, table, row, key), row
 
     # --- lookups used while planning a command (inside the write transaction) -------------------
 
@@ -346,12 +405,22 @@ class Repository:
             self._bed_wards[code] = ward = str(found)
         return ward
 
-    @staticmethod
-    def open_stay_ward(conn: Connection, stay_id: str) -> str:
+    def open_stay_ward(self, conn: Connection, stay_id: str) -> str:
         ward = run(conn, st.WARD_OF_OPEN_STAY, {"s_id": stay_id}).scalar()
         if ward is None:
+            self._stay_wards.pop(stay_id, None)
             raise NotFound(f"stay {stay_id} is not an open stay")
+        self._guess_stay_ward(stay_id, str(ward))
         return str(ward)
+
+    def stay_ward_guess(self, stay_id: str) -> str | None:
+        """The ward this process last saw the open stay on (it may have moved since)."""
+        return self._stay_wards.get(stay_id)
+
+    def _guess_stay_ward(self, stay_id: str, ward: str) -> None:
+        if len(self._stay_wards) >= 100_000 and stay_id not in self._stay_wards:
+            self._stay_wards.clear()  # bounded: guesses are only a shortcut
+        self._stay_wards[stay_id] = ward
 
     @staticmethod
     def open_stay_of(conn: Connection, patient_id: str) -> tuple[str, str] | None:

@@ -46,6 +46,9 @@ SET_BED = (
     .where(beds.c.code == bindparam("b_code"))
     .values(state=bindparam("b_state"), version=bindparam("b_version"), stay_id=bindparam("b_stay"))
 )
+REOPEN_STAY = (
+    update(stays).where(stays.c.id == bindparam("s_id")).values(is_open=True, ended_at=None, end_reason=None)
+)
 SET_WARD_SEQ = update(wards).where(wards.c.code == bindparam("w_code")).values(seq=bindparam("w_seq"))
 APPEND_EVENTS = events.insert()
 WARD_VERSIONS = select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
