@@ -179,7 +179,11 @@ class BoardService:
         def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateBed(bed=bed, if_version=if_version, state=state)  # type: ignore[arg-type]
 
-        return (await self._commit("update_bed", who, wards, plan)).outcome
+        def guess() -> set[str] | None:
+            ward = self.repo.bed_ward_guess(bed)
+            return None if ward is None else {ward}
+
+        return (await self._commit("update_bed", who, wards, plan, guess)).outcome
 
     # --- infection flags ----------------------------------------------------------------------
 

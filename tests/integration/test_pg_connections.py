@@ -271,3 +271,47 @@ async def test_a_stay_moved_by_another_process_is_found_on_its_new_ward(
     assert server.service.repo.stay_ward_guess(stay) == "W02"
     board = await server.service.repo.board("W02")
     assert next(b for b in board.beds if b.code == "W02-B1-1").stay.news2 == 6  # type: ignore[union-attr]
+
+
+def transactions_at_once(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many write transactions were under way at once, at the start of each."""
+    seen: list[int] = []
+    inside = [0]
+    attempt = repo._attempt
+
+    def counted(conn: Any, job: Any) -> Any:
+        inside[0] += 1
+        seen.append(inside[0])
+        try:
+            return attempt(conn, job)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(repo, "_attempt", counted)
+    return seen
+
+
+async def flip(server: Server, ward: str, bed: str) -> None:
+    board = await server.service.repo.board(ward)
+    current = next(b for b in board.beds if b.code == bed)
+    new = "reserved" if current.state == "available" else "available"
+    await server.service.update_bed(NURSE, bed, current.version, new)
+
+
+async def test_writes_to_one_ward_take_turns_in_the_process_without_holding_connections(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting on the ward's row lock, each held a pooled connection; now they wait their turn
+    in the process first. Writes to other wards still run side by side."""
+    w01 = [f"W01-B1-{i}" for i in range(1, 7)]
+    w02 = [f"W02-B1-{i}" for i in range(1, 5)]
+    for bed in w01 + w02:  # the process learns which ward each bed is on
+        await flip(server, bed[:3], bed)
+    seen = transactions_at_once(server.service.repo, monkeypatch)
+    await asyncio.gather(*(flip(server, "W01", bed) for bed in w01))
+    assert seen == [1] * len(w01)
+    seen.clear()
+    await asyncio.gather(*(flip(server, bed[:3], bed) for bed in w01 + w02))
+    assert max(seen) == 2  # one write of each ward at a time, the two wards side by side
+    board = await server.service.repo.board("W01")
+    assert [b.version for b in board.beds if b.code in w01] == [4] * len(w01)  # none lost

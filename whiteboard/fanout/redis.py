@@ -6,9 +6,11 @@ a Redis. Each process subscribes only to wards it has sockets for.
 Redis is news, never truth. `publish` only queues: a single publisher task sends, so a slow or
 absent Redis never delays a write. It sends whatever is queued as one pipeline, one round trip
 however many: one publish a round trip fell behind at a few hundred changes a second on a
-busy process, and news late by over a tick is read again from the log by every process. While Redis is down, news is dropped, not hoarded — every
-process repairs from the event log by seq (the hub's catch-up loop), and when the connection
-returns the subscriber re-subscribes and asks the hub to catch up at once. Outages and
+busy process, and news late by over a tick is read again from the log by every process.
+
+While Redis is down, news is dropped, not hoarded — every process repairs from the event log
+by seq (the hub's catch-up loop), and when the connection returns the subscriber
+re-subscribes and asks the hub to catch up at once. Outages and
 recoveries are logged once each, not per attempt; reconnects back off from 0.1 s to 1 s so
 fanout is back within about a second of Redis returning.
 """
