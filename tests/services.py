@@ -16,6 +16,9 @@ Fixtures
     superuser connection to the ``postgres`` database.
 ``pg_database_url`` (function) -> str
     A fresh, empty database ``wbtest_<hex>`` on that server, dropped after the test.
+``private_postgres`` (function) -> PostgresCluster
+    Always a fresh private PostgreSQL cluster for one test, to stop and start under a server:
+    ``.url``, ``.port``, ``.stop()``, ``.start(port)``.
 
 Nothing here skips: a missing program or an unreachable server fails the test with the
 reason. Only the processes these fixtures started are ever stopped, by their PID.
@@ -532,3 +535,13 @@ def pg_database_url(pg_admin_url: str) -> Iterator[str]:
         yield asyncpg_url(make_url(pg_admin_url).set(database=name))
     finally:
         psql(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this test's own, so stopping it disturbs nobody else."""
+    pg = _start_private_postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()

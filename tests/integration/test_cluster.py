@@ -19,7 +19,7 @@ import resource
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.helpers import ServerProcess, free_port, timeout, wait_until
 from tests.integration.conftest import Hospital, Socket, bed_code, layout, open_socket, patient
-from tests.services import PostgresCluster, RedisServer, _start_private_postgres
+from tests.services import PostgresCluster, RedisServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -548,16 +548,6 @@ async def test_a_thousand_screens_ride_out_a_restart_of_their_process(cluster: C
 
 
 # --- readiness ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster of this test's own, so stopping it disturbs nobody else."""
-    pg = _start_private_postgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 async def test_readyz_is_503_only_while_the_database_is_unreachable(

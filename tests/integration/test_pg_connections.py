@@ -10,7 +10,7 @@ lookup and the next write succeed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.test_store import NURSE, hospital_layout
-from tests.services import PostgresCluster, _start_private_postgres, psql
+from tests.services import PostgresCluster, psql
 from whiteboard.errors import StaleVersion
 from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.layout import load_layout, parse_layout
@@ -92,15 +92,6 @@ async def server(pg_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Async
         yield s
     finally:
         await s.engine.dispose()
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresCluster]:
-    pg = _start_private_postgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 async def test_connections_in_steady_use_are_not_pinged_and_idle_ones_are(server: Server) -> None:
