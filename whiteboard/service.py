@@ -43,6 +43,17 @@ class PatientDetails:
     nhs_number: str | None = None
 
 
+def _guess(lookup: Callable[[str], str | None], key: str) -> Callable[[], set[str] | None]:
+    """The ward this process last saw `key` on, as a one-ward guess for `Repository.run`; read
+    when called, so a retry after a wrong guess uses what the failed attempt learnt."""
+
+    def guess() -> set[str] | None:
+        ward = lookup(key)
+        return None if ward is None else {ward}
+
+    return guess
+
+
 class BoardService:
     def __init__(self, repo: Repository, broker: Broker) -> None:
         self.repo = repo
@@ -150,7 +161,8 @@ class BoardService:
         def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.Discharge(stay_id=stay_id)
 
-        return (await self._commit("discharge", who, wards, plan, self._stay_ward_guess(stay_id))).outcome
+        guess = _guess(self.repo.stay_ward_guess, stay_id)
+        return (await self._commit("discharge", who, wards, plan, guess)).outcome
 
     # --- edits --------------------------------------------------------------------------------
 
@@ -163,14 +175,8 @@ class BoardService:
         def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateStay(stay_id=stay_id, if_version=if_version, changes=changes)
 
-        return (await self._commit("update_stay", who, wards, plan, self._stay_ward_guess(stay_id))).outcome
-
-    def _stay_ward_guess(self, stay_id: str) -> Callable[[], set[str] | None]:
-        def guess() -> set[str] | None:
-            ward = self.repo.stay_ward_guess(stay_id)
-            return None if ward is None else {ward}
-
-        return guess
+        guess = _guess(self.repo.stay_ward_guess, stay_id)
+        return (await self._commit("update_stay", who, wards, plan, guess)).outcome
 
     async def update_bed(self, who: Principal, bed: str, if_version: int, state: str) -> Outcome:
         def wards(conn: Connection) -> set[str]:
@@ -179,10 +185,7 @@ class BoardService:
         def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateBed(bed=bed, if_version=if_version, state=state)  # type: ignore[arg-type]
 
-        def guess() -> set[str] | None:
-            ward = self.repo.bed_ward_guess(bed)
-            return None if ward is None else {ward}
-
+        guess = _guess(self.repo.bed_ward_guess, bed)
         return (await self._commit("update_bed", who, wards, plan, guess)).outcome
 
     # --- infection flags ----------------------------------------------------------------------
