@@ -30,6 +30,13 @@ class Metrics:
         self.commit_seconds = Histogram(
             "whiteboard_commit_seconds", "Time to decide and commit one command", registry=r
         )
+        self.write_paths = Counter(
+            "whiteboard_write_paths",
+            "Commands tried in one statement on this process's copy of their ward: written so "
+            "(one_statement), or handed to the locked transaction (fell_back)",
+            ["path"],
+            registry=r,
+        )
         self.publish_failures = Counter(
             "whiteboard_publish_failures", "Broker publishes that failed", registry=r
         )

@@ -18,12 +18,12 @@ from sqlalchemy import Connection
 
 from whiteboard.board import commands as cmd
 from whiteboard.board.events import Outcome
-from whiteboard.board.model import FlagStatus, Patient, Precaution, Sex
+from whiteboard.board.model import Board, FlagStatus, Patient, Precaution, Sex
 from whiteboard.errors import Conflict, StaleVersion, WhiteboardError
 from whiteboard.fanout.base import Broker, encode_event
 from whiteboard.metrics import METRICS
 from whiteboard.store.accounts import Principal
-from whiteboard.store.repository import Committed, Repository
+from whiteboard.store.repository import Committed, OnBoard, Repository
 from whiteboard.types import EventRecord, now_z
 
 log = logging.getLogger("whiteboard.service")
@@ -54,6 +54,15 @@ def _guess(lookup: Callable[[str], str | None], key: str) -> Callable[[], set[st
     return guess
 
 
+def _planner(command: Callable[[cmd.Scene], cmd.Command]) -> Callable[[Connection, cmd.Scene], cmd.Command]:
+    """A command built from the scene alone, as a plan (which may also read the transaction)."""
+
+    def plan(_conn: Connection, scene: cmd.Scene) -> cmd.Command:
+        return command(scene)
+
+    return plan
+
+
 class BoardService:
     def __init__(self, repo: Repository, broker: Broker) -> None:
         self.repo = repo
@@ -74,10 +83,13 @@ class BoardService:
         find_wards: Callable[[Connection], set[str]],
         plan: Callable[[Connection, cmd.Scene], cmd.Command],
         guess_wards: Callable[[], set[str] | None] | None = None,
+        on_board: OnBoard | None = None,
     ) -> Committed:
         started = time.perf_counter()
         try:
-            committed = await self.repo.run(who.actor, now_z(), find_wards, plan, guess_wards=guess_wards)
+            committed = await self.repo.run(
+                who.actor, now_z(), find_wards, plan, guess_wards=guess_wards, on_board=on_board
+            )
         except WhiteboardError as exc:
             METRICS.commands.labels(kind, exc.code).inc()
             raise
@@ -172,21 +184,29 @@ class BoardService:
         def wards(conn: Connection) -> set[str]:
             return {self.repo.open_stay_ward(conn, stay_id)}
 
-        def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
+        def command(_scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateStay(stay_id=stay_id, if_version=if_version, changes=changes)
 
+        def on(board: Board) -> bool:
+            return board.stay(stay_id) is not None
+
         guess = _guess(self.repo.stay_ward_guess, stay_id)
-        return (await self._commit("update_stay", who, wards, plan, guess)).outcome
+        at_once = OnBoard(on, command)
+        return (await self._commit("update_stay", who, wards, _planner(command), guess, at_once)).outcome
 
     async def update_bed(self, who: Principal, bed: str, if_version: int, state: str) -> Outcome:
         def wards(conn: Connection) -> set[str]:
             return {self.repo.ward_of_bed(conn, bed)}
 
-        def plan(_conn: Connection, _scene: cmd.Scene) -> cmd.Command:
+        def command(_scene: cmd.Scene) -> cmd.Command:
             return cmd.UpdateBed(bed=bed, if_version=if_version, state=state)  # type: ignore[arg-type]
 
+        def on(board: Board) -> bool:
+            return board.bed(bed) is not None
+
         guess = _guess(self.repo.bed_ward_guess, bed)
-        return (await self._commit("update_bed", who, wards, plan, guess)).outcome
+        at_once = OnBoard(on, command)
+        return (await self._commit("update_bed", who, wards, _planner(command), guess, at_once)).outcome
 
     # --- infection flags ----------------------------------------------------------------------
 

@@ -279,3 +279,68 @@ async def test_a_single_step_or_one_sqlalchemy_must_run_is_run_on_its_own(writer
     )
     async with writer.connect() as conn:
         assert (await conn.execute(select(wards.c.seq).where(wards.c.code == "W01"))).scalar() == 7
+
+
+async def as_one(engine: AsyncEngine, steps: list[tuple[Any, Any]]) -> bool:
+    """Run `steps` with run_as_one outside any transaction (autocommit on PostgreSQL)."""
+
+    def shortcut(conn: Connection) -> bool:
+        return direct.run_as_one(conn, steps)
+
+    async with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await conn.run_sync(shortcut)
+        async with conn.begin():
+            return await conn.run_sync(shortcut)
+
+
+async def stored_state(engine: AsyncEngine) -> tuple[int | None, list[int], int]:
+    """(the stay's version, the events' seqs, the ward's seq)."""
+    async with engine.connect() as conn:
+        version = (await conn.execute(select(stays.c.version).where(stays.c.id == "s1"))).scalar()
+        seqs = list((await conn.execute(select(events.c.seq).order_by(events.c.seq))).scalars())
+        ward_seq = (await conn.execute(select(wards.c.seq).where(wards.c.code == "W01"))).scalar()
+    return version, seqs, int(ward_seq or 0)
+
+
+async def test_run_as_one_runs_nothing_unless_every_step_can_be_one_statement(writer: AsyncEngine) -> None:
+    """Outside a transaction only one statement is atomic: where the steps cannot be one (a
+    single step, one SQLAlchemy must run, or SQLite), nothing at all is run."""
+    dialect = writer.dialect.name
+    expanding = (
+        wards.update().where(wards.c.code.in_(bindparam("codes", expanding=True))).values(seq=bindparam("s"))
+    )
+    assert not await as_one(writer, [(st.SET_WARD_SEQ, {"w_code": "W01", "w_seq": 3})])
+    assert not await as_one(
+        writer, [(st.SET_WARD_SEQ, {"w_code": "W01", "w_seq": 4}), (expanding, {"codes": ["W01"], "s": 7})]
+    )
+    assert await stored_state(writer) == (None, [], 0)
+    assert await as_one(writer, a_write(dialect, 1)) is (dialect == "postgresql")
+    assert await stored_state(writer) == ((1, [1], 1) if dialect == "postgresql" else (None, [], 0))
+
+
+def a_write_at(dialect: str, seq: int, was: int, layout: int = 0) -> list[tuple[Any, Any]]:
+    """`a_write`, its ward seq set only while the ward is at seq `was` and layout `layout`."""
+    *steps, (_set, params) = a_write(dialect, seq)
+    return [*steps, (st.SET_WARD_SEQ_IF_AT, {**params, "w_was": was, "w_layout": layout})]
+
+
+@pytest.mark.postgres
+async def test_a_write_set_at_a_seq_the_ward_has_left_applies_nothing(pg_database_url: str) -> None:
+    engine, reader = open_engines(pg_database_url)
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:
+        await conn.execute(sites.insert().values(code="S", name="Site"))
+        await conn.execute(wards.insert().values(code="W01", site_code="S", name="Ward 1"))
+    try:
+        assert await as_one(engine, a_write_at("postgresql", 1, was=0))
+        for was, layout in ((0, 0), (2, 0), (1, 1)):  # behind, ahead, another layout
+            with pytest.raises(IntegrityError):
+                await as_one(engine, a_write_at("postgresql", 2, was=was, layout=layout))
+            assert await stored_state(engine) == (1, [1], 1)
+        assert await as_one(engine, a_write_at("postgresql", 2, was=1))
+        assert await stored_state(engine) == (2, [1, 2], 2)
+    finally:
+        await engine.dispose()
+        await reader.dispose()

@@ -145,6 +145,7 @@ async def test_a_write_lost_before_its_commit_runs_once_more_and_once_only(
     """The connection dies mid-transaction (after the ward lock): the write is run again on a
     fresh connection and applied once; a second loss is raised, not retried forever."""
     repo = server.service.repo
+    locked_path_only(repo, monkeypatch)
     attempt = repo._attempt
     calls: list[int] = []
 
@@ -215,10 +216,14 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-async def test_an_api_write_takes_four_or_five_round_trips(server: Server, round_trips: list[str]) -> None:
-    """Bed: BEGIN, lock the ward, one statement writing the bed, the event and the ward's seq,
-    COMMIT. Stay: the same, and its ward read under the lock (guessed, to lock it, from the last
-    time this process saw the stay). The token lookup is one more, outside any transaction."""
+async def test_an_api_write_takes_one_round_trip_and_four_or_five_when_the_ward_moved_on(
+    server: Server, round_trips: list[str], pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bed or stay edit on a ward this process wrote last: one statement, outside any
+    transaction, writing the row, the event and the ward's seq (`Repository._write_at_once`).
+    On a ward another process has written since: that statement fails, then the locked path —
+    bed: BEGIN, lock the ward, one statement, COMMIT; stay: the same and its ward read under the
+    lock. The token lookup is one more, outside any transaction."""
     server.service.repo.verify_cache = False  # (tests check each cached board with a fresh read)
     await server.write("W01-B1-3")  # the bed's ward is read once per process, then known
     admitted = await server.service.admit(
@@ -231,16 +236,28 @@ async def test_an_api_write_takes_four_or_five_round_trips(server: Server, round
     await server.lookup()
     assert round_trips == ["SELECT"]
 
-    round_trips.clear()
     board = await server.service.repo.board("W01")  # not counted below
     bed = next(b for b in board.beds if b.code == "W01-B1-3")
     round_trips.clear()
     await server.service.update_bed(NURSE, "W01-B1-3", bed.version, "closed")
-    assert round_trips == ["BEGIN", "SELECT FOR UPDATE", "WITH", "COMMIT"]
-
+    assert round_trips == ["WITH"]
     round_trips.clear()
     await server.service.update_stay(NURSE, stay, 1, {"news2": 4})
-    assert round_trips == ["BEGIN", "SELECT FOR UPDATE", "SELECT", "WITH", "COMMIT"]
+    assert round_trips == ["WITH"]
+
+    other = await open_server_on(pg_database_url, monkeypatch, name="other-robot")
+    try:
+        await other.write("W01-B1-5")
+    finally:
+        await other.engine.dispose()
+    round_trips.clear()
+    await server.service.update_bed(NURSE, "W01-B1-3", bed.version + 1, "available")
+    assert round_trips[:3] == ["WITH", "BEGIN", "SELECT FOR UPDATE"]  # then the board is read
+    assert round_trips[-2:] == ["WITH", "COMMIT"]
+    round_trips.clear()
+    server.service.repo._stay_wards.clear()  # a stay this process has not seen: no guess
+    await server.service.update_stay(NURSE, stay, 2, {"news2": 5})
+    assert round_trips == ["BEGIN", "SELECT", "SELECT FOR UPDATE", "SELECT", "WITH", "COMMIT"]
 
 
 async def test_a_stay_moved_by_another_process_is_found_on_its_new_ward(
@@ -264,11 +281,21 @@ async def test_a_stay_moved_by_another_process_is_found_on_its_new_ward(
     assert next(b for b in board.beds if b.code == "W02-B1-1").stay.news2 == 6  # type: ignore[union-attr]
 
 
+def locked_path_only(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write through the locked transaction, as if no one-statement write ever applied."""
+
+    async def never(*_args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(repo, "_write_at_once", never)
+
+
 def transactions_at_once(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many write transactions were under way at once, at the start of each."""
+    """How many writes (locked transactions or one-statement writes) were under way at once,
+    at the start of each."""
     seen: list[int] = []
     inside = [0]
-    attempt = repo._attempt
+    attempt, at_once = repo._attempt, repo._write_at_once
 
     def counted(conn: Any, job: Any) -> Any:
         inside[0] += 1
@@ -278,7 +305,16 @@ def transactions_at_once(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> l
         finally:
             inside[0] -= 1
 
+    async def counted_at_once(*args: Any) -> Any:
+        inside[0] += 1
+        seen.append(inside[0])
+        try:
+            return await at_once(*args)
+        finally:
+            inside[0] -= 1
+
     monkeypatch.setattr(repo, "_attempt", counted)
+    monkeypatch.setattr(repo, "_write_at_once", counted_at_once)
     return seen
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Rows", "run", "run_together"]
+__all__ = ["Rows", "run", "run_as_one", "run_together"]
 
 Processor = Callable[[Any], Any] | None
 Params = Mapping[str, Any]
@@ -95,20 +95,28 @@ def run_together(conn: Connection, steps: Sequence[tuple[Executable, Params]]) -
     checked at the end of the statement, as for separate statements at the end of each. One
     round trip instead of three or four is most of what an API write waits on and pays for.
     Elsewhere (SQLite, a step SQLAlchemy must run, a single step) each runs on its own."""
-    dialect = conn.dialect
-    plans = [_plan(dialect, statement, params, False) for statement, params in steps]
-    together = None
-    if len(steps) > 1 and dialect.paramstyle == "numeric_dollar" and all(p is not None for p in plans):
-        together = _combine(dialect, [p for p in plans if p is not None])
-    if together is None:
+    if not run_as_one(conn, steps):
         for statement, params in steps:
             run(conn, statement, params)
-        return
+
+
+def run_as_one(conn: Connection, steps: Sequence[tuple[Executable, Params]]) -> bool:
+    """`run_together`'s one statement, or nothing at all: False (and nothing run) where the
+    steps cannot be one statement. Outside a transaction that one statement is still atomic,
+    which the write path's one-round-trip writes rely on (`Repository._write_at_once`)."""
+    dialect = conn.dialect
+    if len(steps) < 2 or dialect.paramstyle != "numeric_dollar":
+        return False
+    plans = [_plan(dialect, statement, params, False) for statement, params in steps]
+    known = [p for p in plans if p is not None]
+    together = _combine(dialect, known) if len(known) == len(plans) else None
+    if together is None:
+        return False
     values: list[Any] = []
-    for plan, (_statement, params) in zip(plans, steps, strict=True):
-        assert plan is not None
+    for plan, (_statement, params) in zip(known, steps, strict=True):
         values.extend(_bound(plan, params))
     _execute(conn, together, [tuple(values)], False)
+    return True
 
 
 def _plan(dialect: Dialect, statement: Executable, first: Params, many: bool) -> _Plan | None:

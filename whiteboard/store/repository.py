@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whiteboard.board.commands import Scene
@@ -24,11 +25,12 @@ from whiteboard.board.events import Outcome, apply_all
 from whiteboard.board.model import Board, Flag, Patient, Stay
 from whiteboard.board.rules import decide
 from whiteboard.board.views import bed_json, stay_json
-from whiteboard.errors import NotFound
+from whiteboard.errors import NotFound, WhiteboardError
+from whiteboard.metrics import METRICS
 from whiteboard.store import rows
 from whiteboard.store import statements as st
-from whiteboard.store.direct import run, run_together
-from whiteboard.store.engine import lost_connection, sync_sqlite_writer
+from whiteboard.store.direct import run, run_as_one, run_together
+from whiteboard.store.engine import lost_connection, outside_transaction, sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
 
@@ -42,6 +44,15 @@ WardFinder = Callable[[Connection], set[str]]
 WardGuess = Callable[[], set[str] | None]
 Decider = Callable[[Scene, Any], Outcome]
 After = Callable[[Connection], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OnBoard:
+    """A command that needs nothing but one ward's board, and how to tell its subject (a bed,
+    an open stay) is on a board: it may be written in one round trip (`Repository.run`)."""
+
+    holds: Callable[[Board], bool]
+    command: Callable[[Scene], Any]
 
 
 class _LostBeforeCommit(Exception):
@@ -87,6 +98,11 @@ class BoardCache:
             return None
         return hit[1]
 
+    def latest(self, ward: str) -> tuple[int, Board] | None:
+        """The newest copy held of `ward`, with its layout version: exact only while the store
+        still has the ward at that (layout, seq), which only the store can say."""
+        return self._boards.get(ward)
+
     def put(self, board: Board, layout_version: int) -> None:
         held = self._boards.get(board.ward.code)
         if held is not None and (held[0], held[1].seq) > (layout_version, board.seq):
@@ -105,6 +121,22 @@ class _Job:
     decider: Decider
     after: After | None
     guess_wards: WardGuess | None = None
+    on_board: OnBoard | None = None
+
+
+Step = tuple[Any, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """What storing one outcome takes: state rows, event rows, the wards' new seqs, and for the
+    usual command all of it as the steps of one statement (`direct.run_together`)."""
+
+    records: tuple[EventRecord, ...]
+    rows: list[Step]
+    events: list[dict[str, Any]]
+    seqs: list[Step]
+    together: list[Step] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +183,7 @@ class Repository:
         decider: Decider = decide,
         after: After | None = None,
         guess_wards: WardGuess | None = None,
+        on_board: OnBoard | None = None,
     ) -> Committed:
         """Decide and commit one command; the caller publishes `records` after this returns.
 
@@ -160,14 +193,21 @@ class Repository:
         outcome is written (bookkeeping that must commit with the change or not at all, like a
         feed message's control ID). On PostgreSQL, `guess_wards` (when it has a guess) stands in
         for the `find_wards` read before locking; the read after locking checks it, and a wrong
-        guess costs a second try.
+        guess costs a second try. With `on_board` too, the command is first tried in one round
+        trip on this process's copy of the guessed ward (`_write_at_once`).
         """
-        job = _Job(actor, at, find_wards, plan, decider, after, guess_wards)
+        job = _Job(actor, at, find_wards, plan, decider, after, guess_wards, on_board)
         if self._sync_writer is not None:
             loop = asyncio.get_running_loop()
             committed: Committed = await loop.run_in_executor(self._write_thread, self._run_in_thread, job)
             return committed
-        async with self._turns(None if guess_wards is None else guess_wards()):
+        guess = None if guess_wards is None else guess_wards()
+        async with self._turns(guess):
+            if on_board is not None and guess is not None and len(guess) == 1:
+                done = await self._write_at_once(job, on_board, *guess)
+                METRICS.write_paths.labels("one_statement" if done else "fell_back").inc()
+                if done is not None:
+                    return self._remember(done)
             attempts, lost_once = 0, False
             while attempts < 5:
                 try:
@@ -207,6 +247,57 @@ class Repository:
                 if retry_lost and lost_connection(error):
                     raise _LostBeforeCommit from error
                 raise
+
+    async def _write_at_once(self, job: _Job, on_board: OnBoard, ward: str) -> _Done | None:
+        """The command decided on this process's newest copy of `ward` and written in one
+        statement, outside any transaction, that applies only while the store still has the
+        ward at that copy's (layout, seq); None, with nothing written, where that cannot be
+        done or the store has moved on — the locked path then decides afresh.
+
+        A ward's board changes only with an event, which moves its seq on, or with a layout
+        load, which moves its layout version on (`BoardCache`). So while the ward's row holds
+        the copy's (seq, layout), the copy is the board as committed, and the outcome decided on
+        it is the one the locked path would decide. The statement writes the rows, the event
+        and the ward's new seq together, the seq through SET_WARD_SEQ_IF_AT: once another write
+        to the ward has committed it makes the statement fail as a whole (and the event's
+        (ward, seq) would clash too). One round trip, where the locked path takes four: BEGIN,
+        the lock, the write, COMMIT. Every command it is used for carries If-Match, so even a
+        statement whose answer was lost (applied or not, nobody knows) is safe to decide again
+        on the locked path: applied, it is refused there as stale, never applied twice.
+        """
+        held = self.cache.latest(ward)
+        if held is None or not on_board.holds(held[1]):
+            return None
+        layout, board = held
+        scene = Scene(boards={ward: board}, actor=job.actor, at=job.at)
+        try:
+            outcome = job.decider(scene, on_board.command(scene))
+        except WhiteboardError:
+            return None  # refused on a copy that may be behind: the locked path answers
+        writes = self._writes(scene, outcome)
+        if writes.together is None or len(writes.seqs) != 1:
+            return None
+        *steps, (_set_seq, params) = writes.together
+        steps.append((st.SET_WARD_SEQ_IF_AT, {**params, "w_was": board.seq, "w_layout": layout}))
+        try:
+            async with self.writer.connect() as conn:
+                conn = await outside_transaction(conn)
+                if not await conn.run_sync(run_as_one, steps):
+                    return None
+        except DBAPIError as error:
+            if not lost_connection(error):
+                log.debug("one-statement write to %s at seq %s fell back: %s", ward, board.seq, error.orig)
+            return None
+        done = _Done(Committed(outcome=outcome, records=writes.records), {ward: board}, {ward: layout})
+        if self.verify_cache:
+            await self._verify_written(ward, apply_all(board, outcome.events))
+        return done
+
+    async def _verify_written(self, ward: str, expected: Board) -> None:
+        """Tests: the board as stored is the one the one-statement write expected."""
+        stored = await self.board(ward)
+        if stored.seq == expected.seq and stored != expected:
+            raise RuntimeError(f"ward {ward}: a one-statement write left the store unlike its copy")
 
     def _run_in_thread(self, job: _Job) -> Committed:
         # One connection for every write, kept open: checking one out of the pool and handing
@@ -250,6 +341,9 @@ class Repository:
     def _remember(self, done: _Done) -> Committed:
         """After the commit, and only then, keep the boards as they now are."""
         for code, board in done.boards.items():
+            held = self.cache.latest(code)
+            if held is None or held[0] != done.layouts[code]:
+                self._learn_wards(board)  # a board read afresh: where its beds and stays are
             self.cache.put(apply_all(board, done.committed.outcome.events), done.layouts[code])
         for event in done.committed.outcome.events:
             if event.bed is not None and event.bed.stay is not None:
@@ -302,9 +396,23 @@ class Repository:
         """Write the outcome's rows and append its events: only the rows that changed, and
         for the usual command (one event, no stay ended or reopened, no flag) as one statement
         (`direct.run_together`)."""
+        writes = self._writes(scene, outcome)
+        if writes.together is not None:
+            run_together(conn, writes.together)
+        else:
+            for statement, params in writes.rows:
+                run(conn, statement, params)
+            if writes.records:
+                run(conn, st.APPEND_EVENTS, writes.events)
+                for statement, params in writes.seqs:
+                    run(conn, statement, params)
+        return writes.records
+
+    def _writes(self, scene: Scene, outcome: Outcome) -> _Writes:
+        """The statements that store `outcome` on top of the boards `scene` was loaded with."""
         seqs = {code: board.seq for code, board in scene.boards.items()}
         records: list[EventRecord] = []
-        writes: list[tuple[Any, Any]] = []
+        writes: list[Step] = []
         #: The beds as stored: as loaded, then as this outcome writes them.
         stored_beds = {bed.code: bed for board in scene.boards.values() for bed in board.beds}
         touched_stays: dict[str, Stay] = {}
@@ -397,16 +505,10 @@ class Repository:
         ]
         # One statement only where no row is named twice: one event (so one bed, one stay,
         # one patient at most) and nothing ended, reopened or flagged.
+        together = None
         if len(records) == 1 and not (outcome.ended or outcome.reopened or outcome.flags):
-            run_together(conn, [*writes, (st.APPEND_EVENTS, events_rows[0]), *seq_writes])
-        else:
-            for statement, params in writes:
-                run(conn, statement, params)
-            if records:
-                run(conn, st.APPEND_EVENTS, events_rows)
-                for statement, params in seq_writes:
-                    run(conn, statement, params)
-        return tuple(records)
+            together = [*writes, (st.APPEND_EVENTS, events_rows[0]), *seq_writes]
+        return _Writes(tuple(records), writes, events_rows, seq_writes, together)
 
     def _upsert(self, table: Any, row: dict[str, Any], key: str) -> tuple[Any, dict[str, Any]]:
         return st.upsert_for(self._dialect, table, row, key), row
@@ -431,6 +533,12 @@ class Repository:
             raise NotFound(f"stay {stay_id} is not an open stay")
         self._guess_stay_ward(stay_id, str(ward))
         return str(ward)
+
+    def _learn_wards(self, board: Board) -> None:
+        for bed in board.beds:
+            self._bed_wards[bed.code] = board.ward.code
+        for stay in board.stays():
+            self._guess_stay_ward(stay.id, board.ward.code)
 
     def bed_ward_guess(self, code: str) -> str | None:
         """The ward of the bed, if this process has read it (a bed never changes ward)."""

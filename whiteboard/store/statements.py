@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import BigInteger, Table, and_, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
@@ -50,6 +50,21 @@ REOPEN_STAY = (
     update(stays).where(stays.c.id == bindparam("s_id")).values(is_open=True, ended_at=None, end_reason=None)
 )
 SET_WARD_SEQ = update(wards).where(wards.c.code == bindparam("w_code")).values(seq=bindparam("w_seq"))
+#: SET_WARD_SEQ only while the ward is still at the seq and layout a command was decided on.
+#: Otherwise the new seq is NULL, which the NOT NULL column refuses: the whole statement it is
+#: part of fails and nothing of it is applied (`Repository._write_at_once`).
+SET_WARD_SEQ_IF_AT = (
+    update(wards)
+    .where(wards.c.code == bindparam("w_code"))
+    .values(
+        seq=case(
+            (
+                and_(wards.c.seq == bindparam("w_was"), wards.c.layout_version == bindparam("w_layout")),
+                bindparam("w_seq", type_=BigInteger),  # typed: a CASE gives no type to infer
+            )
+        )
+    )
+)
 APPEND_EVENTS = events.insert()
 WARD_VERSIONS = select(wards.c.code, wards.c.seq, wards.c.layout_version).where(
     wards.c.code.in_(bindparam("codes", expanding=True))
