@@ -1,9 +1,11 @@
-"""Access that ends closes its sockets: the store's answer to "who is still allowed in", on the
-embedded SQLite and on a real PostgreSQL.
+"""Access that ends closes its sockets: the store's answer to "who is still allowed in", and the
+hub's once-a-second check built on it, on the embedded SQLite and on a real PostgreSQL.
 
 Revoked tokens and displays, disabled users and sessions signed out, idled out or past their
 absolute limit are all "gone"; everyone else is not, however many are asked about at once (the
-names travel as one bound list). End to end, through the CLI and real sockets within 2 s:
+names travel as one bound list). The hub keeps who has sockets open as sockets join and leave,
+closes (1008) every socket of a principal found gone, and asks the store nothing when it holds
+no sockets. End to end, through the CLI and real sockets within 2 s:
 tests/integration/test_ws.py and tests/integration/test_sessions.py.
 """
 
@@ -13,15 +15,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import event, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from whiteboard.fanout.hub import CLOSE_POLICY, Client, Hub
+from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.layout import load_layout, parse_layout
 from whiteboard.store import accounts, migrate
 from whiteboard.store.accounts import Principal, SessionLimits
 from whiteboard.store.engine import open_engines
+from whiteboard.store.repository import Repository
 from whiteboard.store.tables import displays, sessions, users
 from whiteboard.types import iso_z, now_z, utc_now
 
@@ -168,3 +174,98 @@ async def test_revoked_answers_for_many_principals_at_once(store: Store) -> None
         principals[3],
         principals[6],
     }
+
+
+class Screen:
+    async def send_text(self, data: str) -> None:
+        pass
+
+    def write_now(self, frame: bytes) -> bool:
+        return True
+
+    async def close(self, code: int, reason: str = "") -> None:
+        pass
+
+
+async def join(hub: Hub, principal: Principal, ward: str = "W01") -> Client:
+    view = "display" if principal.kind == "display" else "clinical"
+    client = hub.new_client(ward, view, Screen(), principal)
+    await hub.join(client)
+    return client
+
+
+def checkouts(engine: AsyncEngine) -> list[int]:
+    """Counts the connections taken from `engine`'s pool: every read of the store takes one."""
+    taken: list[int] = []
+
+    def on_checkout(*_args: Any) -> None:
+        taken.append(1)
+
+    event.listen(engine.sync_engine, "checkout", on_checkout)
+    return taken
+
+
+async def test_the_hub_closes_every_socket_of_a_principal_found_gone_and_no_other(store: Store) -> None:
+    allowed, gone = await everyone(store)
+    hub = Hub(Repository(store.writer, store.reader), MemoryBroker(), session_limits=LIMITS)
+    try:
+        # Each principal twice, on two wards: both of its sockets close, or neither.
+        sockets = {p: [await join(hub, p, "W01"), await join(hub, p, "W02")] for p in [*allowed, *gone]}
+        await hub._end_revoked()
+        for principal, clients in sockets.items():
+            for client in clients:
+                if principal in gone:
+                    assert client.ended and client.close_code == CLOSE_POLICY, principal
+                    assert client.close_reason == f"{principal.kind} {principal.name} no longer allowed"
+                else:
+                    assert not client.ended, principal
+        # A socket that joins later, as one of those gone, is closed on the next check.
+        late = await join(hub, next(iter(gone)))
+        await hub._end_revoked()
+        assert late.close_code == CLOSE_POLICY
+    finally:
+        await hub.stop()
+
+
+async def test_the_hub_keeps_who_is_connected_as_sockets_come_and_go(store: Store) -> None:
+    await accounts.create_token(store.writer, "t1", "nurse")
+    token = Principal("token", "t1", "nurse")
+    display = await display_of(store.writer)
+    hub = Hub(Repository(store.writer, store.reader), MemoryBroker(), session_limits=LIMITS)
+    taken = checkouts(store.reader)
+    try:
+        await hub._end_revoked()
+        assert taken == []  # no sockets: the store is not asked
+        first, second = await join(hub, token, "W01"), await join(hub, token, "W02")
+        screen = await join(hub, display, "W01")
+        assert hub._principals == {token: {first, second}, display: {screen}}
+        await hub.leave(first)
+        assert hub._principals == {token: {second}, display: {screen}}
+        await accounts.revoke_display(store.writer, display.name)
+        taken.clear()
+        await hub._end_revoked()
+        assert len(taken) == 1  # one connection, one statement, for every principal
+        assert screen.close_code == CLOSE_POLICY and not second.ended
+        await hub.leave(second)
+        await hub.leave(screen)
+        assert hub._principals == {}
+        taken.clear()
+        await hub._end_revoked()
+        assert taken == []
+    finally:
+        await hub.stop()
+
+
+async def test_a_control_message_closes_the_sockets_of_that_principal_only(store: Store) -> None:
+    """Another process announcing a revocation (Redis) closes it here at once, by kind and name."""
+    hub = Hub(Repository(store.writer, store.reader), MemoryBroker(), session_limits=LIMITS)
+    try:
+        one = Principal("token", "one", "nurse")
+        a, b = await join(hub, one, "W01"), await join(hub, one, "W02")
+        other = await join(hub, Principal("token", "two", "nurse"))
+        same_name_other_kind = await join(hub, Principal("user", "one", "nurse", session="s"))
+        hub._on_control({"kind": "token", "name": "one"})
+        assert a.close_code == b.close_code == CLOSE_POLICY
+        assert not other.ended and not same_name_other_kind.ended
+    finally:
+        await hub.stop()
