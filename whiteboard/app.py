@@ -12,7 +12,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match, Mount, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +49,16 @@ CSP = (
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
     "object-src 'none'"
 )
+
+#: Added to every HTTP response, encoded once rather than per response.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+)
+#: ... and to those that came over HTTPS (directly or via a trusted proxy), HSTS first.
+HTTPS_HEADERS = ((b"strict-transport-security", b"max-age=31536000; includeSubDomains"), *SECURITY_HEADERS)
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -227,20 +237,11 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        https = is_https(HTTPConnection(scope), self.settings)
+        extra = HTTPS_HEADERS if is_https(scope, self.settings) else SECURITY_HEADERS
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if https:
-                    headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-                headers += [
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"x-frame-options", b"DENY"),
-                ]
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -15,6 +15,14 @@ from whiteboard.wsprotocol import LeanWebSocketProtocol
 
 #: A client frame over 64 KiB closes the socket with 1009 (DESIGN 4.3).
 WS_MAX_SIZE = 64 * 1024
+#: Keepalive pings only reap half-open sockets (a tablet gone out of Wi-Fi without closing): a
+#: socket whose pong has not come back `WS_PING_TIMEOUT` after a ping is dropped, so a dead one
+#: goes within 30 s of going silent (docs/security.md). Screens do not need them to see
+#: staleness: our own heartbeats reach every socket at least every 10 s (DESIGN 4.3). Pinging
+#: every 20 s with 10 s to answer keeps that 30 s bound with half the pings of 10 s + 20 s,
+#: which were ~10 % of a server's CPU with 1,250 sockets (py-spy, burst).
+WS_PING_INTERVAL = 20.0
+WS_PING_TIMEOUT = 10.0
 #: Kernel send buffer per connection. Left to autotuning, Linux lets a client that has stopped
 #: reading park up to 4 MiB per socket in the kernel before the server notices; bounded here,
 #: a stalled screen fills its own small queue in seconds and is closed 1013 to resume with
@@ -34,8 +42,8 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         # websockets-sansio, holding less for each idle socket (see whiteboard/wsprotocol.py).
         ws=LeanWebSocketProtocol,
         ws_max_size=WS_MAX_SIZE,
-        ws_ping_interval=10.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=WS_PING_INTERVAL,
+        ws_ping_timeout=WS_PING_TIMEOUT,
         ws_per_message_deflate=False,  # 3x CPU and 3.5x memory per socket for little gain on a LAN
         lifespan="on",
         log_level=settings.log_level.lower(),

@@ -342,7 +342,7 @@ _ = ConnectionClosed
 
 async def test_a_half_open_socket_is_reaped_within_thirty_seconds(hospital: Hospital) -> None:
     """A client that vanished without closing (a tablet out of Wi-Fi) never answers pings: the
-    server pings every 10 s and gives up 20 s later, so its socket goes within 30 s."""
+    server pings every 20 s and gives up 10 s later, so its socket goes within 30 s."""
     import socket as socketlib
 
     raw = socketlib.create_connection(("127.0.0.1", hospital.server.port))

@@ -54,3 +54,16 @@ def test_the_server_runs_on_uvloop_when_it_is_installed() -> None:
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+def test_keepalive_pings_reap_a_silent_socket_within_thirty_seconds_with_few_pings() -> None:
+    """A half-open socket goes at most one ping interval plus the pong timeout after it falls
+    silent: 30 s, as docs/security.md promises. Pings only reap; screens see staleness from
+    heartbeats (every 10 s at most), so they are sent every 20 s, not every 10 s."""
+    from whiteboard.server import uvicorn_config
+    from whiteboard.settings import Settings
+
+    config = uvicorn_config(Settings(secret_key="x" * 32), "127.0.0.1", 0)
+    assert config.ws_ping_interval is not None and config.ws_ping_timeout is not None
+    assert config.ws_ping_interval + config.ws_ping_timeout <= 30.0
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (20.0, 10.0)

@@ -265,6 +265,10 @@ class Hub:
         self._snapshots: dict[tuple[str, str], tuple[tuple[int, int], str]] = {}
         #: Each followed ward's seq in the store at the previous catch-up tick.
         self._store_seqs: dict[str, int] = {}
+        #: Who has sockets open here, and those sockets: kept as sockets join and leave, so the
+        #: revocation check (every second) asks the store about each principal once, without
+        #: gathering and hashing every socket's principal each time.
+        self._principals: dict[Principal, set[Client]] = {}
         self._heartbeat_slice = 0
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -288,6 +292,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.channels.clear()
+        self._principals.clear()
 
     # --- sockets -------------------------------------------------------------------------------
 
@@ -305,10 +310,16 @@ class Hub:
                 channel = WardChannel(self, client.ward, board.seq, board.ward.public_alerts)
                 self.channels[client.ward] = channel
             channel.clients[client.view].add(client)
+            self._principals.setdefault(client.principal, set()).add(client)
         METRICS.sockets.inc()
 
     async def leave(self, client: Client) -> None:
         METRICS.sockets.dec()
+        sockets = self._principals.get(client.principal)
+        if sockets is not None:
+            sockets.discard(client)
+            if not sockets:
+                del self._principals[client.principal]
         lock = self._joining.setdefault(client.ward, asyncio.Lock())
         async with lock:
             channel = self.channels.get(client.ward)
@@ -403,9 +414,9 @@ class Hub:
 
     def _on_control(self, message: dict[str, Any]) -> None:
         kind, name = message.get("kind"), message.get("name")
-        for channel in self.channels.values():
-            for client in channel.all_clients():
-                if client.principal.kind == kind and client.principal.name == name:
+        for principal, sockets in self._principals.items():
+            if principal.kind == kind and principal.name == name:
+                for client in sockets:
                     client.end(CLOSE_POLICY, f"{kind} {name} no longer allowed")
 
     async def _catch_up(self) -> None:
@@ -432,13 +443,14 @@ class Hub:
         """Close (1008) the sockets of tokens revoked, users disabled, sessions signed out or
         expired, and displays revoked since they connected — by any process or the CLI, so it
         is read from the store, not the broker."""
-        clients = [c for channel in self.channels.values() for c in channel.all_clients()]
-        if not clients:
+        if not self._principals:
             return
-        gone = await accounts.revoked(self.repo.reader, {c.principal for c in clients}, self.session_limits)
-        for client in clients:
-            if client.principal in gone:
-                client.end(CLOSE_POLICY, f"{client.principal.kind} {client.principal.name} no longer allowed")
+        gone = await accounts.revoked(self.repo.reader, list(self._principals), self.session_limits)
+        # Sockets that joined while the store was asked are closed too: a principal found gone
+        # never comes back (a re-enabled user signs in to a new session).
+        for principal in gone:
+            for client in list(self._principals.get(principal, ())):
+                client.end(CLOSE_POLICY, f"{principal.kind} {principal.name} no longer allowed")
 
     async def _beat(self) -> None:
         """Beat the wards of this slice; every ward beats once per heartbeat period."""

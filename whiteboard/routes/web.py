@@ -181,13 +181,17 @@ def set_cookie(
         path="/",
         httponly=True,
         samesite="lax",
-        secure=is_https(request, request.app.state.settings),
+        secure=is_https(request.scope, request.app.state.settings),
     )
 
 
 def clear_cookie(request: Request, response: Response, name: str) -> None:
     response.delete_cookie(
-        name, path="/", httponly=True, samesite="lax", secure=is_https(request, request.app.state.settings)
+        name,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=is_https(request.scope, request.app.state.settings),
     )
 
 

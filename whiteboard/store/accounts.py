@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import JSON, String, bindparam, exists, func, literal_column, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from whiteboard.board.roles import ASSIGNABLE_ROLES, USER_ROLES
 from whiteboard.errors import Conflict, Invalid, NotFound
@@ -216,10 +219,15 @@ async def start_session(engine: AsyncEngine, username: str) -> str:
 
 def _live_session(limits: SessionLimits) -> Any:
     now = utc_now()
+    return _session_live_since(iso_z(now - limits.idle), iso_z(now - limits.absolute))
+
+
+def _session_live_since(seen_since: Any, created_since: Any) -> Any:
+    """A session not ended, seen since `seen_since` and made since `created_since`."""
     return (
         sessions.c.ended_at.is_(None)
-        & (sessions.c.last_seen_at > iso_z(now - limits.idle))
-        & (sessions.c.created_at > iso_z(now - limits.absolute))
+        & (sessions.c.last_seen_at > seen_since)
+        & (sessions.c.created_at > created_since)
     )
 
 
@@ -334,43 +342,77 @@ async def display_principal(engine: AsyncEngine, display_id: str) -> Principal |
 
 
 async def revoked(
-    engine: AsyncEngine, principals: set[Principal], limits: SessionLimits | None = None
+    engine: AsyncEngine, principals: Collection[Principal], limits: SessionLimits | None = None
 ) -> set[Principal]:
     """Those of `principals` no longer allowed in: a revoked token or display, a disabled user,
     a session signed out, idled out or past its absolute limit."""
-    names: dict[str, set[str]] = {"token": set(), "user": set(), "display": set()}
+    asked: dict[str, set[str]] = {kind: set() for kind in ASKED_KINDS}
     for p in principals:
-        names.setdefault(p.kind, set()).add(p.name)
-    live: set[tuple[str, str]] = set()
-    session_ids = {p.session for p in principals if p.session}
-    live_sessions: set[str] = set()
+        if p.kind in asked:
+            asked[p.kind].add(p.name)
+        if p.session:
+            asked["session"].add(p.session)
+    limits = limits or SessionLimits()
+    now = utc_now()
+    params: dict[str, Any] = {kind: list(names) for kind, names in asked.items()}
+    params["idle_since"] = iso_z(now - limits.idle)
+    params["created_since"] = iso_z(now - limits.absolute)
     async with engine.connect() as conn:
-        if session_ids:
-            result = await conn.execute(
-                select(sessions.c.id).where(
-                    sessions.c.id.in_(session_ids), _live_session(limits or SessionLimits())
-                )
-            )
-            live_sessions = {r.id for r in result}
-        if names["token"]:
-            result = await conn.execute(
-                select(tokens.c.name).where(tokens.c.name.in_(names["token"]), tokens.c.revoked_at.is_(None))
-            )
-            live |= {("token", r.name) for r in result}
-        if names["user"]:
-            result = await conn.execute(
-                select(users.c.username).where(users.c.username.in_(names["user"]), users.c.enabled)
-            )
-            live |= {("user", r.username) for r in result}
-        if names["display"]:
-            result = await conn.execute(
-                select(displays.c.id).where(
-                    displays.c.id.in_(names["display"]), displays.c.revoked_at.is_(None)
-                )
-            )
-            live |= {("display", r.id) for r in result}
+        # One statement sees one snapshot: no transaction needed (on PostgreSQL, none is begun).
+        conn = await outside_transaction(conn)
+        rows = await conn.run_sync(direct.run, no_longer_allowed(engine.dialect.name), params)
+    gone: dict[str, set[str]] = {kind: set() for kind in ASKED_KINDS}
+    for kind, name in rows:
+        gone[kind].add(name)
     return {
         p
         for p in principals
-        if (p.kind, p.name) not in live or (p.session and p.session not in live_sessions)
+        if p.kind not in PRINCIPAL_KINDS
+        or p.name in gone[p.kind]
+        or (p.session and p.session in gone["session"])
     }
+
+
+PRINCIPAL_KINDS = ("token", "user", "display")
+#: What `no_longer_allowed` is asked about, each kind's names (or ids) bound as one JSON list.
+ASKED_KINDS = (*PRINCIPAL_KINDS, "session")
+
+
+@cache
+def no_longer_allowed(dialect_name: str) -> Executable:
+    """(kind, name) of those of the given tokens, users, displays and sessions no longer
+    allowed in: revoked, disabled, ended, expired, or never known.
+
+    One statement, one round trip, whatever the number of names: each kind's names are bound
+    as one JSON list, read back as rows (json_array_elements_text on PostgreSQL, json_each on
+    SQLite). An IN list with a parameter per name is written out again for every execution,
+    and on PostgreSQL each length is a prepared statement of its own; the hub asks this every
+    second. It answers with those gone, not those still allowed: nearly always none, so
+    nearly nothing comes back to decode.
+
+    The list is joined to its table (an anti-join) rather than tested with `= ANY(:array)`:
+    PostgreSQL soon settles on a generic plan for a prepared statement, and in a plan that
+    cannot know the array, `= ANY` searches it linearly for every row (12 ms for 1,875 names,
+    against ~2 ms joined). A JSON text is also cheaper for asyncpg to send than an array.
+    """
+
+    def listed(kind: str) -> Any:
+        names = bindparam(kind, type_=JSON)
+        if dialect_name == "postgresql":
+            return func.json_array_elements_text(names).table_valued("value").render_derived()
+        return func.json_each(names).table_valued("value")
+
+    def unmatched(kind: str, key: Any, *allowed: Any) -> Any:
+        names = listed(kind)
+        return select(literal_column(f"'{kind}'", String).label("kind"), names.c.value.label("name")).where(
+            ~exists().where(key == names.c.value, *allowed)
+        )
+
+    return union_all(
+        unmatched("token", tokens.c.name, tokens.c.revoked_at.is_(None)),
+        unmatched("user", users.c.username, users.c.enabled),
+        unmatched("display", displays.c.id, displays.c.revoked_at.is_(None)),
+        unmatched(
+            "session", sessions.c.id, _session_live_since(bindparam("idle_since"), bindparam("created_since"))
+        ),
+    )
