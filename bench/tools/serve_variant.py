@@ -21,6 +21,8 @@ first frames) are now in `whiteboard/` itself; their runs are in bench/results/e
 - `reader-pool-N`: SQLite engines with a pool of N connections and no overflow (SQLAlchemy's
   default for them is 5 + 10 overflow: a connect storm grows the reader pool to 15 aiosqlite
   connections, a thread and a page cache each, kept afterwards).
+- `warm-pool-N`: N PostgreSQL connections opened when the hub starts (and handed back to the
+  pool), so the first burst does not open them, with their start-up and type set-up, on the way.
 - `keep-scope-headers`: the socket endpoint keeps the handshake's headers in its scope, as it
   did before it emptied them on accept.
 
@@ -103,6 +105,23 @@ def apply(variants: set[str]) -> None:
         gc.set_threshold(50_000, 20, 100)
         Hub.start = hub_start  # type: ignore[method-assign]
 
+    warm = [v for v in variants if v.startswith("warm-pool-")]
+    if warm:
+        from whiteboard.fanout.hub import Hub as WarmHub
+
+        count = int(warm[0].removeprefix("warm-pool-"))
+        original_start = WarmHub.start
+
+        async def warm_start(self: WarmHub) -> None:
+            await original_start(self)
+            engine = self.repo.writer
+            if engine.dialect.name != "sqlite":
+                opened = [await engine.connect() for _ in range(count)]
+                for conn in opened:
+                    await conn.close()
+
+        WarmHub.start = warm_start  # type: ignore[method-assign]
+
     protocols = {"ws-sansio": "websockets-sansio", "ws-wsproto": "wsproto", "ws-websockets": "websockets"}
     chosen = [protocols[v] for v in variants if v in protocols]
     if chosen:
@@ -148,6 +167,7 @@ def apply(variants: set[str]) -> None:
     known = {
         *protocols,
         *pools,
+        *warm,
         "keep-scope-headers",
         "reorder-window",
         "gc-log",
