@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -66,12 +67,34 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: Garbage collection for a process holding thousands of long-lived sockets. With CPython's
+#: defaults (700, 10, 10) the objects of every request in flight at a young collection (one
+#: each 700 allocations) were carried into the old generation, so full collections, which
+#: walk every object of every socket, came every few seconds in a burst and each stopped the
+#: process for 100-230 ms: a single one in a 10 s burst is past its p99 (bench/fanout_cluster.py,
+#: `--variant gc-log`). Young collections every 50,000 allocations leave requests time to end
+#: first, and full ones wait for 100 middle ones; what start-up built is frozen out of them.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
 async def serve(server: uvicorn.Server, host: str, port: int) -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
     sock = listen_socket(host, port)
+    freezing = asyncio.create_task(freeze_once_started(server))
     try:
         await server.serve(sockets=[sock])
     finally:
+        freezing.cancel()
         sock.close()
+
+
+async def freeze_once_started(server: uvicorn.Server) -> None:
+    """Once the app is up (modules, routes, templates, the store's engines and caches), move
+    what start-up built, garbage collected first, out of every later collection's walk."""
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.1)
+    gc.collect()
+    gc.freeze()
 
 
 def run_on_server_loop(config: uvicorn.Config, main: Coroutine[Any, Any, None]) -> None:

@@ -67,3 +67,35 @@ def test_keepalive_pings_reap_a_silent_socket_within_thirty_seconds_with_few_pin
     assert config.ws_ping_interval is not None and config.ws_ping_timeout is not None
     assert config.ws_ping_interval + config.ws_ping_timeout <= 30.0
     assert (config.ws_ping_interval, config.ws_ping_timeout) == (20.0, 10.0)
+
+
+async def test_a_serving_process_freezes_its_start_up_and_collects_garbage_seldom() -> None:
+    """Full collections walk every object of every socket: with CPython's default thresholds
+    they came every few seconds in a burst and stopped the process 100-230 ms each. `serve`
+    raises the thresholds and, once the server is up, freezes what start-up built."""
+    import gc
+
+    import uvicorn
+
+    from whiteboard.server import GC_THRESHOLDS, serve
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        return None
+
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(serve(server, "127.0.0.1", 0))
+    try:
+        for _ in range(100):
+            if gc.get_freeze_count() > 0:
+                break
+            await asyncio.sleep(0.05)
+        assert server.started
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        gc.unfreeze()  # the test process's own objects: collectable again
+        gc.set_threshold(*thresholds)
