@@ -31,7 +31,7 @@ from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.hl7.feed import Feed
 from whiteboard.hl7.mllp import start_mllp_server
 from whiteboard.routes import api, audit, health, login, openapi, pages, pairing, ws
-from whiteboard.routes.auth import Cookies
+from whiteboard.routes.auth import Cookies, KnownTokens
 from whiteboard.routes.origin import is_https
 from whiteboard.routes.requests import MAX_BODY
 from whiteboard.routes.throttle import TokenBucket
@@ -92,6 +92,7 @@ def create_app(
         app.state.hub = hub
         app.state.service = BoardService(repo, the_broker)
         app.state.cookies = Cookies(settings.secret_key)
+        app.state.known_tokens = KnownTokens()
         app.state.session_limits = settings.session_limits
         app.state.write_limit = TokenBucket(settings.write_rate, burst=settings.write_rate * 5)
         app.state.feed = Feed(app.state.service)

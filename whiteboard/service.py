@@ -84,11 +84,12 @@ class BoardService:
         plan: Callable[[Connection, cmd.Scene], cmd.Command],
         guess_wards: Callable[[], set[str] | None] | None = None,
         on_board: OnBoard | None = None,
+        token: str | None = None,
     ) -> Committed:
         started = time.perf_counter()
         try:
             committed = await self.repo.run(
-                who.actor, now_z(), find_wards, plan, guess_wards=guess_wards, on_board=on_board
+                who.actor, now_z(), find_wards, plan, guess_wards=guess_wards, on_board=on_board, token=token
             )
         except WhiteboardError as exc:
             METRICS.commands.labels(kind, exc.code).inc()
@@ -179,8 +180,16 @@ class BoardService:
     # --- edits --------------------------------------------------------------------------------
 
     async def update_stay(
-        self, who: Principal, stay_id: str, if_version: int, changes: dict[str, object]
+        self,
+        who: Principal,
+        stay_id: str,
+        if_version: int,
+        changes: dict[str, object],
+        token: str | None = None,
     ) -> Outcome:
+        """`token`: the digest of the bearer token `who` came with, when only the commit is to
+        check that it is still live (`Repository.run`)."""
+
         def wards(conn: Connection) -> set[str]:
             return {self.repo.open_stay_ward(conn, stay_id)}
 
@@ -192,9 +201,14 @@ class BoardService:
 
         guess = _guess(self.repo.stay_ward_guess, stay_id)
         at_once = OnBoard(on, command)
-        return (await self._commit("update_stay", who, wards, _planner(command), guess, at_once)).outcome
+        committed = await self._commit("update_stay", who, wards, _planner(command), guess, at_once, token)
+        return committed.outcome
 
-    async def update_bed(self, who: Principal, bed: str, if_version: int, state: str) -> Outcome:
+    async def update_bed(
+        self, who: Principal, bed: str, if_version: int, state: str, token: str | None = None
+    ) -> Outcome:
+        """`token`: as for `update_stay`."""
+
         def wards(conn: Connection) -> set[str]:
             return {self.repo.ward_of_bed(conn, bed)}
 
@@ -206,7 +220,8 @@ class BoardService:
 
         guess = _guess(self.repo.bed_ward_guess, bed)
         at_once = OnBoard(on, command)
-        return (await self._commit("update_bed", who, wards, _planner(command), guess, at_once)).outcome
+        committed = await self._commit("update_bed", who, wards, _planner(command), guess, at_once, token)
+        return committed.outcome
 
     # --- infection flags ----------------------------------------------------------------------
 

@@ -66,16 +66,63 @@ class Cookies:
         return data.get("d") if isinstance(data, dict) else None
 
 
+class KnownTokens:
+    """Bearer tokens this process has found live, by digest: who each one is.
+
+    A token's name and role never change (a name is never given to another token) — only
+    whether it is revoked, and that is never answered from here: an edit made with a known
+    token checks it in the write's own statement (`Repository.run`, `token=`), everything else
+    looks the token up. Bounded; forgetting a token only costs that lookup again."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._principals: dict[str, Principal] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        return self._principals.get(digest)
+
+    def remember(self, digest: str, principal: Principal) -> None:
+        if len(self._principals) >= self.limit and digest not in self._principals:
+            self._principals.clear()
+        self._principals[digest] = principal
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    """The bearer token sent, or None when none is; a malformed Authorization is refused."""
+    header = conn.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization must be 'Bearer TOKEN'")
+    return token.strip()
+
+
+def known_bearer(conn: HTTPConnection) -> tuple[Caller, str] | None:
+    """The caller behind a bearer token this process has found live before, and the token's
+    digest — its liveness still to be checked, by the write (see `KnownTokens`)."""
+    token = bearer_token(conn)
+    if token is None:
+        return None
+    digest = accounts.digest(token)
+    principal = conn.app.state.known_tokens.get(digest)
+    return None if principal is None else (Caller(principal, "bearer"), digest)
+
+
+async def token_still_live(conn: HTTPConnection, digest: str) -> None:
+    """Unauthenticated unless the token with this digest is live now."""
+    if not await accounts.token_live(conn.app.state.reader, digest):
+        raise Unauthenticated("unknown or revoked token")
+
+
 async def identify(conn: HTTPConnection, cookies: Cookies, engine: Any) -> Caller | None:
     """The caller behind a request or socket, or None. A bad bearer token is refused outright."""
-    header = conn.headers.get("authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("Authorization must be 'Bearer TOKEN'")
-        principal = await accounts.token_principal(engine, token.strip())
+    token = bearer_token(conn)
+    if token is not None:
+        principal = await accounts.token_principal(engine, token)
         if principal is None:
             raise Unauthenticated("unknown or revoked token")
+        conn.app.state.known_tokens.remember(accounts.digest(token), principal)
         return Caller(principal, "bearer")
     raw = conn.cookies.get(SESSION_COOKIE)
     if raw:

@@ -123,6 +123,13 @@ async def token_principal(engine: AsyncEngine, token: str) -> Principal | None:
     return None if row is None else Principal("token", row[0], row[1])
 
 
+async def token_live(engine: AsyncEngine, digest: str) -> bool:
+    """Whether the token with this digest is known and not revoked."""
+    async with engine.connect() as conn:
+        conn = await outside_transaction(conn)
+        return (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": digest})).first() is not None
+
+
 # --- users -------------------------------------------------------------------------------------
 
 

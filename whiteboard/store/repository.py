@@ -25,10 +25,11 @@ from whiteboard.board.events import Outcome, apply_all
 from whiteboard.board.model import Board, Flag, Patient, Stay
 from whiteboard.board.rules import decide
 from whiteboard.board.views import bed_json, stay_json
-from whiteboard.errors import NotFound, WhiteboardError
+from whiteboard.errors import NotFound, Unauthenticated, WhiteboardError
 from whiteboard.metrics import METRICS
 from whiteboard.store import rows
 from whiteboard.store import statements as st
+from whiteboard.store.accounts import LIVE_TOKEN
 from whiteboard.store.direct import run, run_as_one, run_together
 from whiteboard.store.engine import lost_connection, outside_transaction, sync_sqlite_writer
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
@@ -122,6 +123,8 @@ class _Job:
     after: After | None
     guess_wards: WardGuess | None = None
     on_board: OnBoard | None = None
+    #: The digest of a bearer token that must still be live when the write commits.
+    token: str | None = None
 
 
 Step = tuple[Any, dict[str, Any]]
@@ -184,6 +187,7 @@ class Repository:
         after: After | None = None,
         guess_wards: WardGuess | None = None,
         on_board: OnBoard | None = None,
+        token: str | None = None,
     ) -> Committed:
         """Decide and commit one command; the caller publishes `records` after this returns.
 
@@ -194,9 +198,12 @@ class Repository:
         feed message's control ID). On PostgreSQL, `guess_wards` (when it has a guess) stands in
         for the `find_wards` read before locking; the read after locking checks it, and a wrong
         guess costs a second try. With `on_board` too, the command is first tried in one round
-        trip on this process's copy of the guessed ward (`_write_at_once`).
+        trip on this process's copy of the guessed ward (`_write_at_once`). With `token` (a
+        bearer token's digest, its name and role known but its liveness not yet checked), the
+        write commits only while that token is not revoked, checked in the write's own statement
+        or transaction: else Unauthenticated, and nothing is written.
         """
-        job = _Job(actor, at, find_wards, plan, decider, after, guess_wards, on_board)
+        job = _Job(actor, at, find_wards, plan, decider, after, guess_wards, on_board, token)
         if self._sync_writer is not None:
             loop = asyncio.get_running_loop()
             committed: Committed = await loop.run_in_executor(self._write_thread, self._run_in_thread, job)
@@ -278,7 +285,11 @@ class Repository:
         if writes.together is None or len(writes.seqs) != 1:
             return None
         *steps, (_set_seq, params) = writes.together
-        steps.append((st.SET_WARD_SEQ_IF_AT, {**params, "w_was": board.seq, "w_layout": layout}))
+        at = {**params, "w_was": board.seq, "w_layout": layout}
+        if job.token is None:
+            steps.append((st.SET_WARD_SEQ_IF_AT, at))
+        else:
+            steps.append((st.SET_WARD_SEQ_IF_AT_FOR_TOKEN, {**at, "t_hash": job.token}))
         try:
             async with self.writer.connect() as conn:
                 conn = await outside_transaction(conn)
@@ -320,6 +331,8 @@ class Repository:
         return self._remember(done)
 
     def _attempt(self, conn: Connection, job: _Job) -> _Done | None:
+        if job.token is not None and run(conn, LIVE_TOKEN, {"hash": job.token}).first() is None:
+            raise Unauthenticated("unknown or revoked token")
         guess = None
         if self._dialect != "sqlite" and job.guess_wards is not None:
             guess = job.guess_wards()

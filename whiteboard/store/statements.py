@@ -10,11 +10,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, and_, bindparam, case, select, update
+from sqlalchemy import BigInteger, Table, and_, bindparam, case, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
-from whiteboard.store.tables import beds, events, hl7_messages, metadata, patients, stays, wards
+from whiteboard.store.tables import beds, events, hl7_messages, metadata, patients, stays, tokens, wards
 
 
 @cache
@@ -53,14 +53,25 @@ SET_WARD_SEQ = update(wards).where(wards.c.code == bindparam("w_code")).values(s
 #: SET_WARD_SEQ only while the ward is still at the seq and layout a command was decided on.
 #: Otherwise the new seq is NULL, which the NOT NULL column refuses: the whole statement it is
 #: part of fails and nothing of it is applied (`Repository._write_at_once`).
+_WARD_AT = and_(wards.c.seq == bindparam("w_was"), wards.c.layout_version == bindparam("w_layout"))
 SET_WARD_SEQ_IF_AT = (
+    update(wards)
+    .where(wards.c.code == bindparam("w_code"))
+    .values(seq=case((_WARD_AT, bindparam("w_seq", type_=BigInteger))))  # typed: a CASE gives no type
+)
+#: SET_WARD_SEQ_IF_AT, and only while the bearer token the write is made with is live: a
+#: revoked token is refused by the write's own statement, as at once as a lookup before it.
+SET_WARD_SEQ_IF_AT_FOR_TOKEN = (
     update(wards)
     .where(wards.c.code == bindparam("w_code"))
     .values(
         seq=case(
             (
-                and_(wards.c.seq == bindparam("w_was"), wards.c.layout_version == bindparam("w_layout")),
-                bindparam("w_seq", type_=BigInteger),  # typed: a CASE gives no type to infer
+                and_(
+                    _WARD_AT,
+                    exists().where(tokens.c.token_hash == bindparam("t_hash"), tokens.c.revoked_at.is_(None)),
+                ),
+                bindparam("w_seq", type_=BigInteger),
             )
         )
     )
