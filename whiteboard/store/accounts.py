@@ -102,7 +102,8 @@ async def revoke_token(engine: AsyncEngine, name: str) -> None:
 
 
 #: Every request with a bearer token runs this, so it is built once and run on the driver's
-#: cursor, outside a transaction: a revoked token is refused at once, never from a cache.
+#: cursor, outside a transaction: a revoked token is refused at once, never from a cache. (A
+#: bed or stay edit with a token the process has seen checks it in its own write instead.)
 LIVE_TOKEN = select(tokens.c.name, tokens.c.role).where(
     tokens.c.token_hash == bindparam("hash"), tokens.c.revoked_at.is_(None)
 )
