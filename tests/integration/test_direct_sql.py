@@ -6,6 +6,7 @@ shortcut to the same values, types, row counts and errors as the long way round.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,9 @@ STAY = {
 }
 
 
-@pytest.fixture(params=BACKENDS)
-async def writer(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/direct.db"
-    else:
-        url = request.getfixturevalue("pg_database_url")
+@contextlib.asynccontextmanager
+async def engine_with_a_ward(url: str) -> AsyncIterator[AsyncEngine]:
+    """The write engine over `url`, migrated, with one site and ward W01; disposed after."""
     engine, reader = open_engines(url)
     await migrate.upgrade(engine)
     async with engine.begin() as conn:
@@ -67,6 +65,16 @@ async def writer(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await engine.dispose()
         if reader is not engine:
             await reader.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def writer(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/direct.db"
+    else:
+        url = request.getfixturevalue("pg_database_url")
+    async with engine_with_a_ward(url) as engine:
+        yield engine
 
 
 async def both_ways(engine: AsyncEngine, statement: Any, params: Any = None) -> tuple[Any, Any]:
@@ -328,12 +336,7 @@ def a_write_at(dialect: str, seq: int, was: int, layout: int = 0) -> list[tuple[
 
 @pytest.mark.postgres
 async def test_a_write_set_at_a_seq_the_ward_has_left_applies_nothing(pg_database_url: str) -> None:
-    engine, reader = open_engines(pg_database_url)
-    await migrate.upgrade(engine)
-    async with engine.begin() as conn:
-        await conn.execute(sites.insert().values(code="S", name="Site"))
-        await conn.execute(wards.insert().values(code="W01", site_code="S", name="Ward 1"))
-    try:
+    async with engine_with_a_ward(pg_database_url) as engine:
         assert await as_one(engine, a_write_at("postgresql", 1, was=0))
         for was, layout in ((0, 0), (2, 0), (1, 1)):  # behind, ahead, another layout
             with pytest.raises(IntegrityError):
@@ -341,6 +344,3 @@ async def test_a_write_set_at_a_seq_the_ward_has_left_applies_nothing(pg_databas
             assert await stored_state(engine) == (1, [1], 1)
         assert await as_one(engine, a_write_at("postgresql", 2, was=1))
         assert await stored_state(engine) == (2, [1, 2], 2)
-    finally:
-        await engine.dispose()
-        await reader.dispose()

@@ -22,14 +22,13 @@ from tests.integration.test_store import (
     check_log_matches_state,
     details,
     hospital_layout,
-    open_store,
     row,
+    store_with_hospital,
 )
 from whiteboard.errors import StaleVersion
 from whiteboard.layout import load_layout, parse_layout
 from whiteboard.metrics import METRICS
 from whiteboard.service import BoardService
-from whiteboard.store import migrate
 from whiteboard.store import repository as repository_module
 from whiteboard.store.tables import stays
 
@@ -38,13 +37,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 async def store(pg_database_url: str) -> AsyncIterator[Store]:
-    s = await open_store(pg_database_url)
-    try:
-        await migrate.upgrade(s.writer)
-        await load_layout(s.writer, parse_layout(hospital_layout()))
+    async with store_with_hospital(pg_database_url) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def paths() -> dict[str, float]:

@@ -10,6 +10,7 @@ repository and the board service are used directly, with the in-process broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -137,15 +138,22 @@ async def open_store(url: str) -> Store:
     return Store(url, writer, reader, repo, broker, BoardService(repo, broker))
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    s = await open_store(database_url)
+@contextlib.asynccontextmanager
+async def store_with_hospital(url: str) -> AsyncIterator[Store]:
+    """A store over `url`, migrated, with `hospital_layout` loaded; closed afterwards."""
+    s = await open_store(url)
     try:
         await migrate.upgrade(s.writer)
         await load_layout(s.writer, parse_layout(hospital_layout()))
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with store_with_hospital(database_url) as s:
+        yield s
 
 
 # --- reading the store back ------------------------------------------------------------------------
