@@ -54,15 +54,6 @@ def _guess(lookup: Callable[[str], str | None], key: str) -> Callable[[], set[st
     return guess
 
 
-def _planner(command: Callable[[cmd.Scene], cmd.Command]) -> Callable[[Connection, cmd.Scene], cmd.Command]:
-    """A command built from the scene alone, as a plan (which may also read the transaction)."""
-
-    def plan(_conn: Connection, scene: cmd.Scene) -> cmd.Command:
-        return command(scene)
-
-    return plan
-
-
 class BoardService:
     def __init__(self, repo: Repository, broker: Broker) -> None:
         self.repo = repo
@@ -200,9 +191,7 @@ class BoardService:
             return board.stay(stay_id) is not None
 
         guess = _guess(self.repo.stay_ward_guess, stay_id)
-        at_once = OnBoard(on, command)
-        committed = await self._commit("update_stay", who, wards, _planner(command), guess, at_once, token)
-        return committed.outcome
+        return await self._edit("update_stay", who, wards, command, on, guess, token)
 
     async def update_bed(
         self, who: Principal, bed: str, if_version: int, state: str, token: str | None = None
@@ -219,8 +208,26 @@ class BoardService:
             return board.bed(bed) is not None
 
         guess = _guess(self.repo.bed_ward_guess, bed)
-        at_once = OnBoard(on, command)
-        committed = await self._commit("update_bed", who, wards, _planner(command), guess, at_once, token)
+        return await self._edit("update_bed", who, wards, command, on, guess, token)
+
+    async def _edit(
+        self,
+        kind: str,
+        who: Principal,
+        find_wards: Callable[[Connection], set[str]],
+        command: Callable[[cmd.Scene], cmd.Command],
+        holds: Callable[[Board], bool],
+        guess_wards: Callable[[], set[str] | None],
+        token: str | None,
+    ) -> Outcome:
+        """An edit of one bed or stay: its command needs nothing but the ward's board, so it
+        may be written in one round trip on this process's copy (`OnBoard`)."""
+
+        def plan(_conn: Connection, scene: cmd.Scene) -> cmd.Command:
+            return command(scene)
+
+        at_once = OnBoard(holds, command)
+        committed = await self._commit(kind, who, find_wards, plan, guess_wards, at_once, token)
         return committed.outcome
 
     # --- infection flags ----------------------------------------------------------------------

@@ -112,23 +112,29 @@ LIVE_TOKEN = select(tokens.c.name, tokens.c.role).where(
 async def token_principal(engine: AsyncEngine, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    for retry in (True, False):
-        try:
-            async with engine.connect() as conn:
-                conn = await outside_transaction(conn)
-                row = (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": digest(token)})).first()
-            break
-        except Exception as error:  # a read: once more on a fresh connection if this one was dead
-            if not (retry and lost_connection(error)):
-                raise
+    row = await _live_token(engine, digest(token))
     return None if row is None else Principal("token", row[0], row[1])
 
 
-async def token_live(engine: AsyncEngine, digest: str) -> bool:
+async def token_live(engine: AsyncEngine, token_digest: str) -> bool:
     """Whether the token with this digest is known and not revoked."""
-    async with engine.connect() as conn:
-        conn = await outside_transaction(conn)
-        return (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": digest})).first() is not None
+    return await _live_token(engine, token_digest) is not None
+
+
+async def _live_token(engine: AsyncEngine, token_digest: str) -> tuple[Any, ...] | None:
+    """(name, role) of the live token with this digest, or None."""
+
+    async def read() -> tuple[Any, ...] | None:
+        async with engine.connect() as conn:
+            conn = await outside_transaction(conn)
+            return (await conn.run_sync(direct.run, LIVE_TOKEN, {"hash": token_digest})).first()
+
+    try:
+        return await read()
+    except Exception as error:  # a read: once more on a fresh connection if this one was dead
+        if not lost_connection(error):
+            raise
+    return await read()
 
 
 # --- users -------------------------------------------------------------------------------------
