@@ -23,6 +23,10 @@ first frames) are now in `whiteboard/` itself; their runs are in bench/results/e
   connections, a thread and a page cache each, kept afterwards).
 - `warm-pool-N`: N PostgreSQL connections opened when the hub starts (and handed back to the
   pool), so the first burst does not open them, with their start-up and type set-up, on the way.
+- `cprofile`: no change in behaviour; the whole server runs under cProfile and its stats go
+  to `cprofile.out` in the server's working folder when it stops (read them with `pstats`);
+  SIGUSR1 throws away what it has so far (`write_ceiling.py` sends it as each step starts).
+  Deterministic, so it sees every call py-spy's sampling misses, at about twice the CPU.
 - `keep-scope-headers`: the socket endpoint keeps the handshake's headers in its scope, as it
   did before it emptied them on accept.
 
@@ -105,6 +109,34 @@ def apply(variants: set[str]) -> None:
         gc.set_threshold(50_000, 20, 100)
         Hub.start = hub_start  # type: ignore[method-assign]
 
+    if "cprofile" in variants:
+        import atexit
+        import cProfile
+
+        import signal
+
+        profiling = [cProfile.Profile()]
+
+        def dump(*_: Any) -> None:
+            profiling[0].disable()
+            profiling[0].dump_stats("cprofile.out")
+
+        def start_afresh(*_: Any) -> None:
+            profiling[0].disable()
+            profiling[0] = cProfile.Profile()
+            profiling[0].enable()
+
+        def dump_and_exit(signum: int, _frame: Any) -> None:
+            dump()
+            raise SystemExit(128 + signum)
+
+        # uvicorn re-raises SIGTERM once it has shut down, after putting back the handler it
+        # found: this one, so the stats are written before the process goes.
+        signal.signal(signal.SIGTERM, dump_and_exit)
+        signal.signal(signal.SIGUSR1, start_afresh)
+        atexit.register(dump)
+        profiling[0].enable()
+
     warm = [v for v in variants if v.startswith("warm-pool-")]
     if warm:
         from whiteboard.fanout.hub import Hub as WarmHub
@@ -172,6 +204,7 @@ def apply(variants: set[str]) -> None:
         "reorder-window",
         "gc-log",
         "gc-freeze",
+        "cprofile",
         "",
     }
     unknown = variants - known

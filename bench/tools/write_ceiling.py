@@ -12,7 +12,7 @@ With --hot-wards N only the first N wards are written to: every write queues on 
 row locks, as in the saturation ramp of bench/fanout_cluster.py, so calls/s is the most one
 ward takes across the processes.
 
-Run: .venv/bin/python bench/tools/write_ceiling.py [--servers 2] [--sqlite] [--seconds 8] [--hot-wards N]
+Run: .venv/bin/python bench/tools/write_ceiling.py [--servers 2] [--sqlite] [--seconds 8] [--hot-wards N] [--keep]
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument(
         "--hot-wards", type=int, default=0, help="write to only the first N wards (the lock-bound case)"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server logs, cprofile.out)")
     parser.add_argument("--source", choices=["head", "worktree"], default="head")
     parser.add_argument("--variant", default="", help="candidate changes (bench/tools/serve_variant.py)")
     args = parser.parse_args()
@@ -139,6 +142,9 @@ def main() -> None:
             print("| concurrency | calls/s | p50 ms | p99 ms | max ms | statuses | CPU % (one core) |")
             print("|---|---|---|---|---|---|---|")
             for conc in (int(x) for x in args.concurrency.split(",")):
+                if "cprofile" in args.variant:
+                    for s in servers:
+                        os.kill(s.pid, signal.SIGUSR1)  # profile this step only
                 meter.start()
                 r = asyncio.run(closed_loop(servers, tokens, resources, conc, args.seconds))
                 cpu = meter.stop()
@@ -150,7 +156,10 @@ def main() -> None:
         finally:
             for s in servers:
                 s.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

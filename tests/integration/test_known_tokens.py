@@ -125,16 +125,17 @@ async def test_on_postgresql_the_write_checks_the_token_in_its_one_statement(
         version = (await bed(api, "W01-B1-5"))["version"]
         assert (await patch_bed(api, token, "W01-B1-5", version, "closed")).status_code == 200
         sent: list[str] = []
-        run_as_one = repository.run_as_one
+        execute_on_driver = repository.execute_on_driver
 
-        def revoked_first(conn: Any, steps: Any) -> bool:
-            conn.exec_driver_sql(
-                "UPDATE tokens SET revoked_at = '2030-01-01T00:00:00.000Z' WHERE name = 'robot-c'"
-            )
-            sent.append(type(steps[-1][0]).__name__)
-            return run_as_one(conn, steps)
+        async def revoked_first(engine: Any, sql: str, values: Any) -> None:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "UPDATE tokens SET revoked_at = '2030-01-01T00:00:00.000Z' WHERE name = 'robot-c'"
+                )
+            sent.append(sql)
+            await execute_on_driver(engine, sql, values)
 
-        monkeypatch.setattr(repository, "run_as_one", revoked_first)
+        monkeypatch.setattr(repository, "execute_on_driver", revoked_first)
         assert_error(await patch_bed(api, token, "W01-B1-5", version + 1, "available"), 401)
-        assert sent == ["Update"]  # the one statement was tried, and refused
+        assert len(sent) == 1 and "revoked_at IS NULL" in sent[0]  # the one statement was tried, and refused
         assert (await bed(api, "W01-B1-5"))["version"] == version + 1

@@ -25,7 +25,7 @@ from whiteboard.fanout.memory import MemoryBroker
 from whiteboard.layout import load_layout, parse_layout
 from whiteboard.service import BoardService, PatientDetails
 from whiteboard.store import accounts, migrate
-from whiteboard.store.engine import IDLE_PING_SECONDS, open_engines
+from whiteboard.store.engine import IDLE_PING_SECONDS, NotApplied, execute_on_driver, open_engines
 from whiteboard.store.repository import Repository
 
 pytestmark = pytest.mark.postgres
@@ -176,7 +176,9 @@ async def test_a_write_lost_before_its_commit_runs_once_more_and_once_only(
 
 @pytest.fixture
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every round trip the asyncpg driver makes from now on: BEGIN, each statement, COMMIT."""
+    """Every round trip the asyncpg driver makes from now on: BEGIN, each statement, COMMIT,
+    through SQLAlchemy's adapter or sent to the driver itself (`engine.execute_on_driver`)."""
+    import asyncpg
     from sqlalchemy.dialects.postgresql import asyncpg as adapter
 
     seen: list[str] = []
@@ -209,6 +211,16 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(fn.__name__.upper())
         return await end(self, fn)
 
+    driver_execute = asyncpg.Connection.execute
+
+    async def spy_driver(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await driver_execute(self, query, *args, **kwargs)
+        finally:
+            if args:  # (without, it is the adapter's own BEGIN or COMMIT, counted above)
+                seen.append(query.split()[0] + " (driver)")
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", spy_driver)
     monkeypatch.setattr(cursor, "_prepare_and_execute", spy_execute)
     monkeypatch.setattr(cursor, "_executemany", spy_many)
     monkeypatch.setattr(connection, "_start_transaction", spy_begin)
@@ -240,10 +252,10 @@ async def test_an_api_write_takes_one_round_trip_and_four_or_five_when_the_ward_
     bed = next(b for b in board.beds if b.code == "W01-B1-3")
     round_trips.clear()
     await server.service.update_bed(NURSE, "W01-B1-3", bed.version, "closed")
-    assert round_trips == ["WITH"]
+    assert round_trips == ["WITH (driver)"]
     round_trips.clear()
     await server.service.update_stay(NURSE, stay, 1, {"news2": 4})
-    assert round_trips == ["WITH"]
+    assert round_trips == ["WITH (driver)"]
 
     other = await open_server_on(pg_database_url, monkeypatch, name="other-robot")
     try:
@@ -252,7 +264,7 @@ async def test_an_api_write_takes_one_round_trip_and_four_or_five_when_the_ward_
         await other.engine.dispose()
     round_trips.clear()
     await server.service.update_bed(NURSE, "W01-B1-3", bed.version + 1, "available")
-    assert round_trips[:3] == ["WITH", "BEGIN", "SELECT FOR UPDATE"]  # then the board is read
+    assert round_trips[:3] == ["WITH (driver)", "BEGIN", "SELECT FOR UPDATE"]  # then the board is read
     assert round_trips[-2:] == ["WITH", "COMMIT"]
     round_trips.clear()
     server.service.repo._stay_wards.clear()  # a stay this process has not seen: no guess
@@ -342,3 +354,51 @@ async def test_writes_to_one_ward_take_turns_in_the_process_without_holding_conn
     assert max(seen) == 2  # one write of each ward at a time, the two wards side by side
     board = await server.service.repo.board("W01")
     assert [b.version for b in board.beds if b.code in w01] == [4] * len(w01)  # none lost
+
+
+async def backend_of_next_connection(engine: AsyncEngine) -> int:
+    """The server process behind the connection the pool hands out next (it is last in, first
+    out, so the one just handed back)."""
+    async with engine.connect() as conn:
+        return int((await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
+
+
+async def test_a_statement_the_database_refuses_leaves_its_connection_in_the_pool(server: Server) -> None:
+    engine = server.engine
+    backend = await backend_of_next_connection(engine)
+    with pytest.raises(NotApplied) as refused:
+        await execute_on_driver(engine, "UPDATE wards SET seq = NULL WHERE code = $1", ("W01",))
+    assert refused.value.lost is False
+    assert (await server.service.repo.board("W01")).seq == 0  # nothing of it applied
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await backend_of_next_connection(engine) == backend  # handed back, and used again
+
+
+async def test_a_connection_lost_under_a_statement_is_not_handed_back(
+    server: Server, pg_database_url: str
+) -> None:
+    engine = server.engine
+    backend = await backend_of_next_connection(engine)
+    psql(pg_database_url, f"SELECT pg_terminate_backend({backend})")
+    await asyncio.sleep(0.1)
+    with pytest.raises(NotApplied) as lost:
+        await execute_on_driver(engine, "UPDATE wards SET seq = seq WHERE code = $1", ("W01",))
+    assert lost.value.lost is True
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await backend_of_next_connection(engine) != backend
+    await server.write("W01-B1-1")  # and writes go on
+
+
+async def test_a_statement_cancelled_on_the_way_does_not_hand_its_connection_back(server: Server) -> None:
+    """A request cancelled mid-statement leaves the connection in doubt: it is closed, so no
+    later statement can find it still busy or inside what the cancelled one left."""
+    engine = server.engine
+    backend = await backend_of_next_connection(engine)
+    sleeping = asyncio.create_task(execute_on_driver(engine, "SELECT pg_sleep($1)", (5.0,)))
+    await asyncio.sleep(0.3)
+    sleeping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeping
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await backend_of_next_connection(engine) != backend
+    await server.write("W01-B1-1")

@@ -28,10 +28,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Rows", "run", "run_as_one", "run_together"]
+__all__ = ["Rows", "as_one", "run", "run_as_one", "run_together"]
 
 Processor = Callable[[Any], Any] | None
 Params = Mapping[str, Any]
+Steps = Sequence[tuple[Executable, Params]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +103,36 @@ def run_together(conn: Connection, steps: Sequence[tuple[Executable, Params]]) -
 
 def run_as_one(conn: Connection, steps: Sequence[tuple[Executable, Params]]) -> bool:
     """`run_together`'s one statement, or nothing at all: False (and nothing run) where the
-    steps cannot be one statement. Outside a transaction that one statement is still atomic,
-    which the write path's one-round-trip writes rely on (`Repository._write_at_once`)."""
-    dialect = conn.dialect
-    if len(steps) < 2 or dialect.paramstyle != "numeric_dollar":
+    steps cannot be one statement."""
+    one = _as_one(conn.dialect, steps)
+    if one is None:
         return False
+    plan, values = one
+    _execute(conn, plan, [values], False)
+    return True
+
+
+def as_one(dialect: Dialect, steps: Steps) -> tuple[str, tuple[Any, ...]] | None:
+    """The steps as `run_together`'s one statement, SQL and bound values ready for the driver
+    (asyncpg), or None where they cannot be one. Outside a transaction that one statement is
+    still atomic, which the write path's one-round-trip writes rely on
+    (`Repository._write_at_once`, sent by `engine.execute_on_driver`)."""
+    one = _as_one(dialect, steps)
+    return None if one is None else (one[0].sql, one[1])
+
+
+def _as_one(dialect: Dialect, steps: Steps) -> tuple[_Plan, tuple[Any, ...]] | None:
+    if len(steps) < 2 or dialect.paramstyle != "numeric_dollar":
+        return None
     plans = [_plan(dialect, statement, params, False) for statement, params in steps]
     known = [p for p in plans if p is not None]
     together = _combine(dialect, known) if len(known) == len(plans) else None
     if together is None:
-        return False
+        return None
     values: list[Any] = []
     for plan, (_statement, params) in zip(known, steps, strict=True):
         values.extend(_bound(plan, params))
-    _execute(conn, together, [tuple(values)], False)
-    return True
+    return together, tuple(values)
 
 
 def _plan(dialect: Dialect, statement: Executable, first: Params, many: bool) -> _Plan | None:

@@ -30,8 +30,13 @@ from whiteboard.metrics import METRICS
 from whiteboard.store import rows
 from whiteboard.store import statements as st
 from whiteboard.store.accounts import LIVE_TOKEN
-from whiteboard.store.direct import run, run_as_one, run_together
-from whiteboard.store.engine import lost_connection, outside_transaction, sync_sqlite_writer
+from whiteboard.store.direct import as_one, run, run_together
+from whiteboard.store.engine import (
+    NotApplied,
+    execute_on_driver,
+    lost_connection,
+    sync_sqlite_writer,
+)
 from whiteboard.store.tables import beds, events, flags, patients, sites, stays, wards
 from whiteboard.types import EventRecord, Json
 
@@ -290,14 +295,16 @@ class Repository:
             steps.append((st.SET_WARD_SEQ_IF_AT, at))
         else:
             steps.append((st.SET_WARD_SEQ_IF_AT_FOR_TOKEN, {**at, "t_hash": job.token}))
+        one = as_one(self.writer.dialect, steps)
+        if one is None:
+            return None
         try:
-            async with self.writer.connect() as conn:
-                conn = await outside_transaction(conn)
-                if not await conn.run_sync(run_as_one, steps):
-                    return None
-        except DBAPIError as error:
-            if not lost_connection(error):
-                log.debug("one-statement write to %s at seq %s fell back: %s", ward, board.seq, error.orig)
+            await execute_on_driver(self.writer, *one)
+        except NotApplied as error:
+            if not error.lost:
+                log.debug("one-statement write to %s at seq %s fell back: %s", ward, board.seq, error)
+            return None
+        except DBAPIError:  # no connection to be had: the locked path will say so
             return None
         done = _Done(Committed(outcome=outcome, records=writes.records), {ward: board}, {ward: layout})
         if self.verify_cache:
