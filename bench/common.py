@@ -711,36 +711,69 @@ class NotSent(Exception):
     """The phase ended while this call still waited for a connection: it was never sent."""
 
 
-class HttpConn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class HttpConn(asyncio.Protocol):
+    """One keep-alive connection, one call at a time, each answer parsed as it arrives.
+
+    A Protocol rather than asyncio's streams, and no `wait_for` (a task per call on Python
+    3.11): with streams the writer process spent ~270 µs of CPU a call, a seventh of a core at
+    500 calls/s on a 2-core machine it shares with the servers it measures."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.answer: asyncio.Future[tuple[int, dict[bytes, bytes], bytes]] | None = None
+        self.lost = False
         self.last_used = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int) -> HttpConn:
-        reader, writer = await asyncio.open_connection(host, port)
-        sock = writer.get_extra_info("socket")
+        _transport, conn = await asyncio.get_running_loop().create_connection(cls, host, port)
+        return conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
 
-    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, dict[bytes, bytes], bytes]:
-        self.writer.write(head + body)
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        answer = self.answer
+        if answer is None or answer.done():
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = bytes(self.buffer[:end]).split(b"\r\n")
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
-            if line:
-                k, _, v = line.partition(b":")
-                headers[k.strip().lower()] = v.strip()
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower()] = v.strip()
         length = int(headers.get(b"content-length", b"0"))
-        data = await self.reader.readexactly(length) if length else b""
-        return status, headers, data
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = bytes(self.buffer[end + 4 : end + 4 + length])
+        del self.buffer[: end + 4 + length]
+        answer.set_result((int(lines[0].split(b" ", 2)[1]), headers, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.answer is not None and not self.answer.done():
+            # As streams would say it: closed cleanly with (part of) an answer or none at all.
+            error = exc or asyncio.IncompleteReadError(bytes(self.buffer), None)
+            self.answer.set_exception(error)
+
+    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, dict[bytes, bytes], bytes]:
+        if self.lost or self.transport is None:
+            raise ConnectionResetError("the connection was closed")
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body)
+        return await self.answer
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class HttpPool:
@@ -816,7 +849,8 @@ class HttpPool:
         for attempt in (1, 2):
             conn, reused = await self._acquire(not_after if attempt == 1 else None)
             try:
-                result = await asyncio.wait_for(conn.request(head, data), timeout)
+                async with asyncio.timeout(timeout):
+                    result = await conn.request(head, data)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 conn.close()
                 self._release(None)

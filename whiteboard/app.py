@@ -120,8 +120,8 @@ def create_app(
     app = Whiteboard(
         live=ws.route,
         routes=[
+            *api.routes,  # (first: see api.routes)
             *health.routes,
-            *api.routes,
             *openapi.routes,
             *audit.routes,
             ws.route,

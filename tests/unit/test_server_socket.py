@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
-from whiteboard.server import SEND_BUFFER, listen_socket
+import pytest
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.logging import AccessFormatter
+
+from whiteboard.server import LOG_CONFIG, SEND_BUFFER, AccessLine, listen_socket, uvicorn_config
+from whiteboard.settings import Settings
 
 
 async def test_accepted_connections_send_small_frames_at_once_without_nagle() -> None:
@@ -99,3 +105,32 @@ async def test_a_serving_process_freezes_its_start_up_and_collects_garbage_seldo
         await asyncio.wait_for(serving, 10)
         gc.unfreeze()  # the test process's own objects: collectable again
         gc.set_threshold(*thresholds)
+
+
+@pytest.mark.parametrize(
+    ("client", "method", "path", "status"),
+    [
+        ("127.0.0.1:50712", "PATCH", "/api/v1/beds/W01-B1", 200),
+        ("[::1]:4431", "GET", "/api/v1/wards/W01?since=3", 404),
+        ("10.0.0.9:1", "POST", "/api/v1/hl7", 599),  # a status with no phrase
+    ],
+)
+def test_the_access_log_line_is_uvicorns_word_for_word(
+    client: str, method: str, path: str, status: int
+) -> None:
+    """Operators' log parsing keeps working: our quicker formatter writes what uvicorn's did."""
+    line = '%s - "%s %s HTTP/%s" %d'  # what uvicorn logs for each request
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, line, (client, method, path, "1.1", status), None
+    )
+    theirs = AccessFormatter(LOGGING_CONFIG["formatters"]["access"]["fmt"], use_colors=False)
+    assert AccessLine().format(record) == theirs.format(record)
+    other = logging.LogRecord("uvicorn.access", logging.WARNING, __file__, 1, "%s - %s", ("a", "b"), None)
+    assert AccessLine().format(other) == "a - b"  # any other record: as logging would
+
+
+def test_the_server_logs_through_uvicorns_config_with_the_quicker_access_line() -> None:
+    config = uvicorn_config(Settings(secret_key="x" * 32), "127.0.0.1", 0)
+    assert config.log_config is LOG_CONFIG
+    assert LOG_CONFIG["formatters"]["access"] == {"()": AccessLine}
+    assert LOG_CONFIG["handlers"]["access"]["stream"] == "ext://sys.stdout"
