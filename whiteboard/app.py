@@ -112,6 +112,7 @@ def create_app(
                 await mllp.wait_closed()
             await hub.stop()
             await the_broker.stop()
+            await repo.release_connections()
             repo.close()
             await writer.dispose()
             if reader is not writer:

@@ -317,6 +317,7 @@ async def seed(settings: Settings, rng: random.Random) -> bool:
             await sim.admit_random(
                 who, edd_days=rng.choice([-2, -1, 0, 0, 1, 1, 2, 3, 5, 8]) if n % 3 else None
             )
+        await repo.release_connections()
         repo.close()
         return True
     finally:

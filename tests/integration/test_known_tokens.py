@@ -118,24 +118,24 @@ async def test_on_postgresql_the_write_checks_the_token_in_its_one_statement(
 ) -> None:
     """The check is the write's own: with the token revoked between the request's start and
     the write, the one statement applies nothing and the write is refused."""
-    from whiteboard.store import repository
+    from whiteboard.store.held import HeldConnections
 
     async with running_app(pg_database_url) as api:
         token = await known_token(api, "robot-c")
         version = (await bed(api, "W01-B1-5"))["version"]
         assert (await patch_bed(api, token, "W01-B1-5", version, "closed")).status_code == 200
         sent: list[str] = []
-        execute_on_driver = repository.execute_on_driver
+        send = HeldConnections.send
 
-        async def revoked_first(engine: Any, sql: str, values: Any) -> None:
-            async with engine.begin() as conn:
+        async def revoked_first(held: HeldConnections, sql: str, values: Any) -> None:
+            async with held.engine.begin() as conn:
                 await conn.exec_driver_sql(
                     "UPDATE tokens SET revoked_at = '2030-01-01T00:00:00.000Z' WHERE name = 'robot-c'"
                 )
             sent.append(sql)
-            await execute_on_driver(engine, sql, values)
+            await send(held, sql, values)
 
-        monkeypatch.setattr(repository, "execute_on_driver", revoked_first)
+        monkeypatch.setattr(HeldConnections, "send", revoked_first)
         assert_error(await patch_bed(api, token, "W01-B1-5", version + 1, "available"), 401)
         assert len(sent) == 1 and "revoked_at IS NULL" in sent[0]  # the one statement was tried, and refused
         assert (await bed(api, "W01-B1-5"))["version"] == version + 1

@@ -28,8 +28,8 @@ from whiteboard.errors import StaleVersion
 from whiteboard.layout import load_layout, parse_layout
 from whiteboard.metrics import METRICS
 from whiteboard.service import BoardService
-from whiteboard.store import repository as repository_module
 from whiteboard.store.engine import NotApplied
+from whiteboard.store.held import HeldConnections
 from whiteboard.store.tables import stays
 
 pytestmark = pytest.mark.postgres
@@ -147,13 +147,13 @@ async def test_a_statement_whose_answer_was_lost_is_never_applied_twice(
     the store, finds the bed already at the new version, and refuses (412) — one event, not
     two."""
     await store.service.update_bed(NURSE, "W01-B1-1", 1, "closed")
-    execute_on_driver = repository_module.execute_on_driver
+    send = HeldConnections.send
 
-    async def applied_then_lost(engine: Any, sql: str, values: Any) -> None:
-        await execute_on_driver(engine, sql, values)
+    async def applied_then_lost(held: HeldConnections, sql: str, values: Any) -> None:
+        await send(held, sql, values)
         raise NotApplied(ConnectionError("connection lost"), lost=True)
 
-    monkeypatch.setattr(repository_module, "execute_on_driver", applied_then_lost)
+    monkeypatch.setattr(HeldConnections, "send", applied_then_lost)
     with pytest.raises(StaleVersion):
         await store.service.update_bed(NURSE, "W01-B1-1", 2, "available")
     monkeypatch.undo()

@@ -130,8 +130,8 @@ async def execute_on_driver(engine: AsyncEngine, sql: str, values: tuple[Any, ..
     try:
         await driver.execute(sql, *values)
     except BaseException as error:
-        refused = isinstance(error, asyncpg.PostgresError) and not driver.is_closed()
-        if refused:  # the database said no; the connection is as good as before
+        refused = refused_by_database(error, driver)
+        if refused:
             await greenlet_spawn(fairy.close)
         else:
             await greenlet_spawn(fairy.invalidate, error)
@@ -139,6 +139,12 @@ async def execute_on_driver(engine: AsyncEngine, sql: str, values: tuple[Any, ..
             raise NotApplied(error, lost=not refused) from error
         raise
     await greenlet_spawn(fairy.close)
+
+
+def refused_by_database(error: BaseException, driver: Any) -> bool:
+    """The database said no to a statement (a constraint, say) and its connection is as good as
+    before; anything else leaves the connection lost or in doubt."""
+    return isinstance(error, asyncpg.PostgresError) and not driver.is_closed()
 
 
 def sync_sqlite_writer(async_writer: AsyncEngine) -> Engine:
