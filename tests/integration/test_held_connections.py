@@ -159,3 +159,20 @@ async def test_disposing_of_the_engine_closes_the_held_connections(
     await held.send(BACKEND, (1,))  # the engine is usable after dispose(), and so are these
     await held.close()
     await engine.dispose()
+
+
+async def test_a_connection_in_use_when_the_engine_is_disposed_of_is_closed_when_it_comes_back(
+    pg_database_url: str,
+) -> None:
+    engine, _reader = open_engines(pg_database_url)
+    held = HeldConnections(engine, size=1)
+    await held.send(BACKEND, (1,))
+    backend = await held_backend(held)
+    sleeping = asyncio.create_task(held.send("SELECT pg_sleep($1)", (0.5,)))
+    await asyncio.sleep(0.2)
+    await engine.dispose()
+    await sleeping
+    assert held.held == 0
+    await asyncio.sleep(0.2)
+    assert backend not in backends(pg_database_url)
+    await engine.dispose()

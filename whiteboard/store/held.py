@@ -31,7 +31,8 @@ from whiteboard.store.engine import IDLE_PING_SECONDS, NotApplied, execute_on_dr
 class _Held:
     fairy: Any  # SQLAlchemy's checked-out connection (PoolProxiedConnection)
     driver: Any  # its asyncpg connection
-    generation: int  # the engine's pool it came from (`HeldConnections._generation`)
+    pool: Any  # the pool it came from (the engine's until the engine is disposed of)
+    generation: int  # `HeldConnections.close` calls before it was checked out
     last_used: float
 
 
@@ -92,10 +93,13 @@ class HeldConnections:
         except BaseException:
             self._count -= 1
             raise
-        return _Held(fairy, fairy.driver_connection, self._generation, now)
+        return _Held(fairy, fairy.driver_connection, self.engine.sync_engine.pool, self._generation, now)
 
     async def _put_back(self, held: _Held) -> None:
-        if held.generation != self._generation:  # its pool was disposed of, or we were closed
+        if held.pool is not self.engine.sync_engine.pool:  # disposed of while it was in use
+            await self._drop(held, None)
+            return
+        if held.generation != self._generation:  # closed while it was in use
             await self._hand_back(held)
             return
         held.last_used = time.monotonic()
@@ -108,7 +112,7 @@ class HeldConnections:
         await greenlet_spawn(held.fairy.close)
         info["idle_since"] = held.last_used  # read by ping_when_in_doubt's check-out
 
-    async def _drop(self, held: _Held, error: BaseException) -> None:
+    async def _drop(self, held: _Held, error: BaseException | None) -> None:
         self._count -= 1
         await greenlet_spawn(held.fairy.invalidate, error)
 
@@ -118,8 +122,8 @@ class HeldConnections:
             held.last_used = float("-inf")
 
     def _disposed(self, *_args: Any) -> None:
-        # Runs inside AsyncEngine.dispose's greenlet; the old pool's connections are closed.
-        self._generation += 1
+        # Runs inside AsyncEngine.dispose's greenlet, once the old pool's idle connections are
+        # closed; ones in use are closed as they come back (`_put_back`).
         while self._free:
             held = self._free.pop()
             self._count -= 1
