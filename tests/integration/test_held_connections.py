@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.integration.test_pg_connections import count_pings
 from tests.services import psql
 from whiteboard.store.engine import IDLE_PING_SECONDS, NotApplied, open_engines
 from whiteboard.store.held import HeldConnections
@@ -31,18 +31,6 @@ async def engine(pg_database_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-
-
-def count_pings(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    pings: list[int] = []
-    ping = engine.dialect.do_ping
-
-    def counting_ping(dbapi_connection: Any) -> bool:
-        pings.append(1)
-        return ping(dbapi_connection)
-
-    monkeypatch.setattr(engine.dialect, "do_ping", counting_ping)
-    return pings
 
 
 def backends(pg_database_url: str) -> set[int]:

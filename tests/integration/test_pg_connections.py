@@ -68,6 +68,12 @@ async def open_server_on(
     """A process on a database with its layout loaded, and a token of its own called `name`."""
     engine = engine or open_engines(url)[0]
     token = await accounts.create_token(engine, name, "nurse")
+    pings = count_pings(engine, monkeypatch)
+    return Server(engine, BoardService(Repository(engine, verify_cache=True), MemoryBroker()), token, pings)
+
+
+def count_pings(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets a 1 for every ping `engine`'s pool sends from now on."""
     pings: list[int] = []
     ping = engine.dialect.do_ping
 
@@ -76,7 +82,7 @@ async def open_server_on(
         return ping(dbapi_connection)
 
     monkeypatch.setattr(engine.dialect, "do_ping", counting_ping)
-    return Server(engine, BoardService(Repository(engine, verify_cache=True), MemoryBroker()), token, pings)
+    return pings
 
 
 async def busy(server: Server, n: int = 6) -> None:
