@@ -21,6 +21,15 @@ from tests.helpers import WHITEBOARD_EXE, ServerProcess, free_port, timeout
 SECRET = "integration-secret-key-0123456789abcdef0123456789"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each store we support: the embedded SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/board.db"
+    url: str = request.getfixturevalue("pg_database_url")
+    return url
+
+
 def layout(wards: int = 4, beds: int = 6, site: str = "SJH") -> dict[str, Any]:
     """Ward codes W01.., beds W01-B1-1.. in bays of six; the last bed of each ward a side room."""
     ward_list = []

@@ -213,14 +213,10 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         yield running
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def any_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+@pytest.fixture
+async def any_api(database_url: str) -> AsyncIterator[Api]:
     """The same app on the embedded SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
-    else:
-        url = request.getfixturevalue("pg_database_url")
-    async with running_app(url) as running:
+    async with running_app(database_url) as running:
         yield running
 
 

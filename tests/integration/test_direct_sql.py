@@ -21,8 +21,6 @@ from whiteboard.store import statements as st
 from whiteboard.store.engine import open_engines, sync_sqlite_writer
 from whiteboard.store.tables import events, patients, sites, stays, wards
 
-BACKENDS = ["sqlite", "postgresql"]
-
 PATIENT = {
     "id": "p1",
     "nhs_number": "9434765919",
@@ -67,13 +65,9 @@ async def engine_with_a_ward(url: str) -> AsyncIterator[AsyncEngine]:
             await reader.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-async def writer(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/direct.db"
-    else:
-        url = request.getfixturevalue("pg_database_url")
-    async with engine_with_a_ward(url) as engine:
+@pytest.fixture
+async def writer(database_url: str) -> AsyncIterator[AsyncEngine]:
+    async with engine_with_a_ward(database_url) as engine:
         yield engine
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +30,6 @@ from whiteboard.store.repository import Repository
 from whiteboard.store.tables import displays, sessions, users
 from whiteboard.types import iso_z, now_z, utc_now
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 LIMITS = SessionLimits(idle=timedelta(minutes=15), absolute=timedelta(hours=12))
 LAYOUT = {
     "sites": [
@@ -58,13 +56,9 @@ class Store:
     reader: AsyncEngine
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    else:
-        url = request.getfixturevalue("pg_database_url")
-    writer, reader = open_engines(url)
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    writer, reader = open_engines(database_url)
     try:
         await migrate.upgrade(writer)
         await load_layout(writer, parse_layout(LAYOUT))

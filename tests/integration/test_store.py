@@ -41,8 +41,6 @@ from whiteboard.store.repository import Repository
 from whiteboard.store.tables import beds, events, flags, metadata, patients, stays, wards
 from whiteboard.types import EventRecord
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
 NURSE = Principal("user", "nurse.ann", "nurse")
 DOCTOR = Principal("user", "dr.bo", "doctor")
 IPC = Principal("token", "ipc-team", "ipc")
@@ -120,14 +118,6 @@ class Store:
             await repo.writer.dispose()
             if repo.reader is not repo.writer:
                 await repo.reader.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    url: str = request.getfixturevalue("pg_database_url")
-    return url
 
 
 async def open_store(url: str) -> Store:

@@ -68,12 +68,9 @@ async def edit_writer(request: Request, action: str) -> tuple[Caller, str | None
     if known is None:
         return await writer(request, action), None
     caller, digest = known
-    try:
+    async with refused_first_if_revoked(request, digest):
         authorise(caller, action)
         throttle_writes(request, caller)
-    except WhiteboardError:
-        await token_still_live(request, digest)
-        raise
     return caller, digest
 
 

@@ -33,7 +33,6 @@ from whiteboard.store.accounts import LIVE_TOKEN
 from whiteboard.store.direct import as_one, run, run_together
 from whiteboard.store.engine import (
     NotApplied,
-    execute_on_driver,
     lost_connection,
     sync_sqlite_writer,
 )
@@ -308,13 +307,10 @@ class Repository:
         else:
             steps.append((st.SET_WARD_SEQ_IF_AT_FOR_TOKEN, {**at, "t_hash": job.token}))
         one = as_one(self.writer.dialect, steps)
-        if one is None:
+        if one is None or self._held is None:  # (only PostgreSQL's statements can be one)
             return None
         try:
-            if self._held is not None:
-                await self._held.send(*one)
-            else:
-                await execute_on_driver(self.writer, *one)
+            await self._held.send(*one)
         except NotApplied as error:
             if not error.lost:
                 log.debug("one-statement write to %s at seq %s fell back: %s", ward, board.seq, error)
