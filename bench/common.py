@@ -35,6 +35,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -635,7 +636,11 @@ def summary_ms(values: Iterable[float]) -> dict[str, float]:
 
 
 def median(values: Sequence[float]) -> float:
-    return percentile(sorted(values), 50)
+    """The middle value; the mean of the middle two for an even count (not the lower one, which
+    would flatter a two-round run)."""
+    if not values:
+        return math.nan
+    return statistics.median(values)
 
 
 def fmt(x: Any, digits: int = 1) -> str:

@@ -513,6 +513,20 @@ def sat_cpu_per_frame(sats: list[dict[str, Any]]) -> float:
     return c.median(values) if values else math.nan
 
 
+def p99_verdict(target: str, out: dict[str, Any], phase: str, limit_ms: float) -> list[str]:
+    """A latency target is met only when every round meets it: the worst round is the figure judged,
+    so a lucky round cannot carry an unlucky one."""
+    ours = [r.latency_ms["p99"] for r in out[f"ours_{phase}_rounds"]]
+    ref = [r.latency_ms["p99"] for r in out[f"ref_websockets_{phase}_rounds"]]
+    rounds = " / ".join(f"{v:.1f}" for v in ours)
+    return [
+        target,
+        f"{max(ours):.1f} ms, the worst of {len(ours)} rounds ({rounds})",
+        "met" if max(ours) <= limit_ms else "NOT met",
+        c.ratio(max(ours), max(ref)),
+    ]
+
+
 def per_write_ms(rounds: list[c.PhaseResult], prefix: str) -> float:
     """Median over rounds of CPU ms used by `prefix` processes per successful write (with its fanout)."""
     return c.median([c.cpu_seconds(r, prefix) / max(r.writes_ok, 1) * 1000 for r in rounds])
@@ -751,18 +765,13 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
     lost = o_st.lost_frames + o_bu.lost_frames
     gaps = o_st.gaps + o_bu.gaps + o_st.dupes + o_bu.dupes
     verdict = [
-        [
-            "API-call-to-socket p99 ≤ 25 ms (steady)",
-            f"{o_st.latency_ms['p99']:.1f} ms",
-            "met" if o_st.latency_ms["p99"] <= TARGETS["steady_p99_ms"] else "NOT met",
-            c.ratio(o_st.latency_ms["p99"], r_st.latency_ms["p99"]),
-        ],
-        [
+        p99_verdict("API-call-to-socket p99 ≤ 25 ms (steady)", out, "steady", TARGETS["steady_p99_ms"]),
+        p99_verdict(
             f"API-call-to-socket p99 ≤ 100 ms (burst, {p['burst_rate']:g}/s offered)",
-            f"{o_bu.latency_ms['p99']:.1f} ms",
-            "met" if o_bu.latency_ms["p99"] <= TARGETS["burst_p99_ms"] else "NOT met",
-            c.ratio(o_bu.latency_ms["p99"], r_bu.latency_ms["p99"]),
-        ],
+            out,
+            "burst",
+            TARGETS["burst_p99_ms"],
+        ),
         [
             "burst rate sustained",
             f"{o_bu.achieved_rate:g}/s of {p['burst_rate']:g}/s",
