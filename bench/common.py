@@ -1476,6 +1476,7 @@ async def _writer_main(conn: Any) -> None:
             "unsent": unsent,
             "errors": errors,
             "t0": t0,
+            "t0_wall": time.time() - (time.monotonic() - t0),  # to line the round up with server logs
             "t_end_sched": t0 + n / rate,
             "t_end_sent": t_end,
             "resources": msg.get("resources"),
@@ -1712,6 +1713,7 @@ def analyse_phase(
         failed[k] = failed.get(k, 0) + v
     result.writes_failed = failed
     result.skipped = write_reply["skipped"]
+    result.extra["started_at"] = round(write_reply.get("t0_wall", 0.0), 3)
     result.unsent = write_reply.get("unsent", 0)
     if ok:
         span = max(r.t_done for r in ok) - write_reply["t0"]
@@ -1745,12 +1747,16 @@ def analyse_phase(
         {tuple(p[0]) for p in probes if tuple(p[0]) in sched}
     )
     lat = []
+    by_second: dict[int, list[float]] = collections.defaultdict(list)
     for ward, _server, series in arrivals:
         for seq, t_arr in series:
             t_s = by_seq.get((ward, seq))
             if t_s is not None:
                 lat.append(t_arr - t_s)
+                by_second[int(t_s - write_reply["t0"])].append(t_arr - t_s)
     result.latency_ms = summary_ms(lat)
+    # Where in the round the tail is: a warm-up cost shows as a slow first second.
+    result.extra["p99_ms_by_second"] = [summary_ms(by_second[s])["p99"] for s in sorted(by_second) if s >= 0]
     result.probe_ms = summary_ms(probe_lat)
     result.stamp_ms = summary_ms(stamp_lat)
     if heartbeats:

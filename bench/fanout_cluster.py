@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -358,12 +360,16 @@ class Bench:
         ):
             o_rounds, r_rounds = [], []
             for i in range(p["rounds"]):
+                if name == "burst" and i == 0 and "cprofile" in self.args.variant:
+                    for s in ours:  # cProfile from here on: the bursts, not the start-up
+                        os.kill(s.pid, signal.SIGUSR1)
                 with c.profiled(self.args.profile and i == 0, name, ours, profiles):
                     r = self.phase(
                         f"{name} {i + 1}", self.api_msg(ours, token, None, rate, secs), finals_ours
                     )
                 o_rounds.append(r)
                 print(c.table(c.PHASE_HEADERS, [c.phase_row(f"whiteboard {name} {i + 1}", r)]), flush=True)
+                print(f"  p99 ms by second: {by_second(r)}", flush=True)
                 r = self.phase(
                     f"reference {name} {i + 1}", self.ref_msg(refs, ref_wards, rate, secs), finals_ref
                 )
@@ -513,6 +519,12 @@ def sat_cpu_per_frame(sats: list[dict[str, Any]]) -> float:
     return c.median(values) if values else math.nan
 
 
+def by_second(r: c.PhaseResult) -> str:
+    """A round's p99 second by second of its schedule: a tail bunched in the first seconds is a
+    warm-up cost, one spread over the round is queueing."""
+    return ", ".join(f"{v:.0f}" for v in r.extra.get("p99_ms_by_second", []))
+
+
 def p99_verdict(target: str, out: dict[str, Any], phase: str, limit_ms: float) -> list[str]:
     """A latency target is met only when every round meets it: the worst round is the figure judged,
     so a lucky round cannot carry an unlucky one."""
@@ -623,6 +635,14 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
         f"{o_st.catch_up_s:.2f} s (steady) and {o_bu.catch_up_s:.2f} s (burst) after the last call.",
         "",
         "Steady: " + c.heartbeat_note(o_st),
+        "",
+        "Burst p99 (ms) by second of each round, whiteboard: "
+        + "; ".join(f"round {i + 1}: {by_second(r)}" for i, r in enumerate(out["ours_burst_rounds"]))
+        + "; reference: "
+        + "; ".join(
+            f"round {i + 1}: {by_second(r)}" for i, r in enumerate(out["ref_websockets_burst_rounds"])
+        )
+        + ".",
         "",
         "### Saturation",
         "",

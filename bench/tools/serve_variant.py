@@ -23,6 +23,12 @@ first frames) are now in `whiteboard/` itself; their runs are in bench/results/e
   connections, a thread and a page cache each, kept afterwards).
 - `warm-pool-N`: N PostgreSQL connections opened when the hub starts (and handed back to the
   pool), so the first burst does not open them, with their start-up and type set-up, on the way.
+- `gc-garbage`: the collections keep what they find unreachable (cyclic garbage), and every
+  5 s a count of it by type is appended to `gc-garbage.log` and it is let go: what makes the
+  collections that stop a process in a burst.
+- `connect-log`: no change in behaviour; the time of every new database connection the pool
+  opens is appended to `connects.log` in the server's working folder (a first burst that opens
+  connections on its way shows there).
 - `cprofile`: no change in behaviour; the whole server runs under cProfile and its stats go
   to `cprofile.out` in the server's working folder when it stops (read them with `pstats`);
   SIGUSR1 throws away what it has so far (`write_ceiling.py` sends it as each step starts).
@@ -140,6 +146,47 @@ def apply(variants: set[str]) -> None:
         atexit.register(dump)
         profiling[0].enable()
 
+    if "gc-garbage" in variants:
+        import asyncio
+        import collections
+        import gc
+        import time as _time
+
+        from whiteboard.fanout.hub import Hub as GarbageHub
+
+        garbage_file = open("gc-garbage.log", "a", buffering=1)  # noqa: SIM115 - open for the process's life
+        original_garbage_start = GarbageHub.start
+
+        async def garbage_start(self: GarbageHub) -> None:
+            await original_garbage_start(self)
+
+            async def census() -> None:
+                # What the collections find unreachable (cyclic garbage), by type: every
+                # collection keeps it in gc.garbage, counted and let go every 5 s.
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                while True:
+                    await asyncio.sleep(5.0)
+                    kinds = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+                    found = len(gc.garbage)
+                    gc.garbage.clear()
+                    garbage_file.write(f"{_time.time():.3f} {found} {kinds.most_common(12)}\n")
+
+            self._tasks.append(asyncio.create_task(census(), name="gc-census"))
+
+        GarbageHub.start = garbage_start  # type: ignore[method-assign]
+
+    if "connect-log" in variants:
+        import time as _time
+
+        from sqlalchemy import event
+        from sqlalchemy.pool import Pool
+
+        connect_file = open("connects.log", "a", buffering=1)  # noqa: SIM115 - open for the process's life
+
+        @event.listens_for(Pool, "connect")
+        def on_connect(_dbapi_connection: Any, _record: Any) -> None:
+            connect_file.write(f"{_time.time():.3f} connect\n")
+
     warm = [v for v in variants if v.startswith("warm-pool-")]
     if warm:
         from whiteboard.fanout.hub import Hub as WarmHub
@@ -207,6 +254,8 @@ def apply(variants: set[str]) -> None:
         "reorder-window",
         "gc-log",
         "gc-freeze",
+        "connect-log",
+        "gc-garbage",
         "cprofile",
         "",
     }
