@@ -83,10 +83,10 @@ class BoardService:
                 who.actor, now_z(), find_wards, plan, guess_wards=guess_wards, on_board=on_board, token=token
             )
         except WhiteboardError as exc:
-            METRICS.commands.labels(kind, exc.code).inc()
+            METRICS.count(METRICS.commands, kind, exc.code)
             raise
         METRICS.commit_seconds.observe(time.perf_counter() - started)
-        METRICS.commands.labels(kind, "ok").inc()
+        METRICS.count(METRICS.commands, kind, "ok")
         await self.announce(committed.records)
         return committed
 

@@ -137,7 +137,11 @@ def moved_on(scene: Scene, outcome: Outcome) -> Scene:
 
 def run(scene: Scene, command: Command) -> tuple[Outcome, Scene]:
     outcome = decide(scene, command)
-    return outcome, moved_on(scene, outcome)
+    after = moved_on(scene, outcome)
+    # The boards the outcome carries (kept by the store's cache instead of applying the events
+    # a second time) are exactly the boards its events leave.
+    assert dict(outcome.boards) == after.boards
+    return outcome, after
 
 
 def hospital() -> Scene:
@@ -635,6 +639,17 @@ def test_update_stay_does_not_touch_the_scene() -> None:
     decide(scene, UpdateStay("s1", 1, {"news2": 3}))
     assert dict(scene.boards) == boards
     assert find_stay(scene, "s1").news2 is None
+
+
+def test_the_outcome_carries_each_board_as_its_events_leave_it() -> None:
+    scene = admitted()
+    outcome = decide(scene, Transfer(stay_id="s1", bed="K7-B1-2"))
+    for code, board in scene.boards.items():
+        assert outcome.boards[code] == apply_all(board, outcome.events)
+    assert outcome.boards["J12"].seq == scene.boards["J12"].seq + 1
+    assert outcome.boards["K7"].bed("K7-B1-2") == outcome.events[1].bed
+    # What was decided is the events and the answer: the boards are left out of equality.
+    assert outcome == replace(outcome, boards={})
 
 
 # --- update bed ----------------------------------------------------------------------------

@@ -46,16 +46,19 @@ class Outcome:
     stay: Stay | None = None
     bed: Bed | None = None
     flag: Flag | None = None
+    #: The boards the command was decided on, as its events leave them (`apply_all` of each),
+    #: so whoever keeps boards need not apply the events a second time. Not part of what was
+    #: decided: left out of equality.
+    boards: Mapping[str, Board] = field(default_factory=dict, compare=False, repr=False)
 
 
 def apply(board: Board, event: Event) -> Board:
     """The board after `event`: its bed replaced, its unplaced list replaced, seq moved on by one."""
     if event.ward != board.ward.code:
         raise ValueError(f"event for ward {event.ward} applied to board of {board.ward.code}")
-    out = board if event.bed is None else board.with_bed(event.bed)
-    if event.unplaced is not None:
-        out = replace(out, unplaced=event.unplaced)
-    return replace(out, seq=board.seq + 1)
+    beds = board.beds if event.bed is None else board.beds_with(event.bed)
+    unplaced = board.unplaced if event.unplaced is None else event.unplaced
+    return replace(board, beds=beds, unplaced=unplaced, seq=board.seq + 1)
 
 
 def apply_all(board: Board, events: tuple[Event, ...] | list[Event]) -> Board:

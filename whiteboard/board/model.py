@@ -217,4 +217,13 @@ class Board:
         return None
 
     def with_bed(self, new: Bed) -> Board:
-        return replace(self, beds=tuple(new if b.code == new.code else b for b in self.beds))
+        return replace(self, beds=self.beds_with(new))
+
+    def beds_with(self, new: Bed) -> tuple[Bed, ...]:
+        """The beds with `new` in place of the bed of its code (on every write: a slice, not a
+        pass over each bed)."""
+        beds = self.beds
+        for i, bed in enumerate(beds):
+            if bed.code == new.code:
+                return (*beds[:i], new, *beds[i + 1 :])
+        return beds

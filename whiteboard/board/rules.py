@@ -125,7 +125,7 @@ class _Draft:
             self.put_unplaced(stay.ward, unplaced, kind, **detail)
 
     def outcome(self, **kw: Any) -> Outcome:
-        return Outcome(events=tuple(self.events), **kw)
+        return Outcome(events=tuple(self.events), boards=dict(self.boards), **kw)
 
 
 def decide(scene: Scene, command: Command) -> Outcome:
