@@ -68,7 +68,7 @@ class RedisBroker(Broker):
     def control_channel(self) -> str:
         return f"{self.prefix}:control"
 
-    def _client(self) -> Redis:
+    def _client(self, *, single_connection: bool = False) -> Redis:
         # No retries inside redis-py: our loops own the retry policy, with their own backoff.
         return Redis.from_url(
             self.url,
@@ -76,12 +76,16 @@ class RedisBroker(Broker):
             socket_connect_timeout=1.0,
             socket_timeout=2.0,
             health_check_interval=5,
+            single_connection_client=single_connection,
         )
 
     # --- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._publisher = self._client()
+        # One connection, held: the publisher is one task sending one pipeline at a time, and a
+        # pooled client checks a connection out for every publish (a lock, and a read on the
+        # socket to see that it is clean).
+        self._publisher = self._client(single_connection=True)
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="redis-publisher"),
             asyncio.create_task(self._subscribe_loop(), name="redis-subscriber"),
