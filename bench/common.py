@@ -2159,7 +2159,7 @@ def combine(results: Sequence[PhaseResult], name: str) -> PhaseResult:
 
     def med(attr: str) -> dict[str, float]:
         keys = getattr(first, attr).keys()
-        return {k: median([getattr(r, attr).get(k, math.nan) for r in results]) for k in keys}
+        return {k: round(median([getattr(r, attr).get(k, math.nan) for r in results]), 2) for k in keys}
 
     out.api_ms, out.latency_ms, out.probe_ms, out.stamp_ms = (
         med("api_ms"),
