@@ -44,13 +44,13 @@ class Metrics:
         self.hl7_messages = Counter(
             "whiteboard_hl7_messages", "HL7 messages by ACK code", ["ack"], registry=r
         )
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
 
     def count(self, counter: Counter, *labels: str) -> None:
         """One more on `counter` for these label values. The labelled child is kept: the
         client's own `labels()` checks the names and takes a lock on every call, twice on
         every write. (Label values come from code, not from requests: a small set.)"""
-        key = (id(counter), labels)
+        key = (counter, labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = counter.labels(*labels)
