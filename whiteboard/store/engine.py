@@ -119,8 +119,8 @@ async def execute_on_driver(engine: AsyncEngine, sql: str, values: tuple[Any, ..
     For the write path's one-statement writes (`Repository._write_at_once`), which carry their
     own safety in the statement. Through an AsyncConnection (AUTOCOMMIT, a greenlet, the
     adapted cursor) the same statement took ~510 µs of this process's CPU; this way ~230 µs,
-    against ~120 µs for asyncpg on a connection of its own (docs/benchmarks.md, "Where the
-    targets still miss"), which is what `held.HeldConnections` spends.
+    against ~120 µs for asyncpg on a connection of its own (docs/benchmarks.md, "How the
+    targets stand"), which is what `held.HeldConnections` spends.
 
     Raises NotApplied when the statement did not apply; a connection that was lost, or is in
     doubt after an error or a cancellation, is invalidated rather than handed back.

@@ -380,10 +380,10 @@ class Repository:
             held = self.cache.latest(code)
             if held is None or held[0] != done.layouts[code]:
                 self._learn_wards(board)  # a board read afresh: where its beds and stays are
-            outcome = done.committed.outcome
-            after = outcome.boards.get(code)
-            if after is None or after.seq != board.seq + sum(e.ward == code for e in outcome.events):
-                after = apply_all(board, outcome.events)  # an outcome not decided on these boards
+            # The boards the outcome was decided into (`Outcome.boards`): the events applied once.
+            after = done.committed.outcome.boards.get(code)
+            if after is None:  # an outcome made without a draft: apply its events here
+                after = apply_all(board, done.committed.outcome.events)
             self.cache.put(after, done.layouts[code])
         for event in done.committed.outcome.events:
             if event.bed is not None and event.bed.stay is not None:
